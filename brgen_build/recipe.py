@@ -1,0 +1,373 @@
+"""The recipe: one YAML file that defines a dataset.
+
+A recipe names the photo sources, how many photos to take and how to split them, the mask rules, the
+inpainting methods with their parameters, and the file-name rules. It is validated on load: every error
+names the recipe file and the key. Relative paths are resolved against the recipe's folder, and `${VAR}`
+is replaced by the environment variable VAR.
+
+The first stage that runs freezes the recipe into `<root>/recipe.yaml`. A later run with a recipe whose
+content differs is rejected, so one dataset never mixes two recipes. Paths, devices and batch sizes are
+runtime settings, not content: they may change between runs (an archive moved to another disk).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import os
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from brgen_build.errors import RecipeError
+from mask_gen.regions import BackgroundRule, StuffRule
+
+SOURCE_KINDS = ("coco", "imagenet", "places")
+MASK_KINDS = ("Stuff", "Background")
+SPLITS = ("train", "test", "val")
+
+# Keys that may differ between the frozen recipe and a later run; `*` matches one key.
+RUNTIME_KEYS = (
+    "sources.*.images",
+    "sources.*.annotations",
+    "sources.*.categories",
+    "sources.*.image_list",
+    "methods.*.weights",
+    "methods.*.device",
+    "methods.*.batch_size",
+    "methods.*.dtype",
+    "methods.*.compile",
+)
+
+_TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One photo source. `token` is the source's name in release file names (`COCO`, `ImageNet`, `Places`)."""
+
+    token: str
+    kind: str
+    images: Path
+    annotations: tuple[Path, ...] = ()
+    categories: Path | None = None
+    image_list: Path | None = None
+    count: int | None = None
+    stem: str = "{stem}"
+
+    def format_stem(self, member: str) -> str:
+        """Apply the stem rule to an archive member's path.
+
+        Fields: `stem` (file name without extension), `number` (the stem as an integer, for digit-only
+        stems: `{number:011d}` turns `000000000520` into `00000000520`) and `path` (the member's path without
+        extension, folders joined by `_`, for sources whose file names repeat across folders).
+        """
+        posix = PurePosixPath(member)
+        fields = {"stem": posix.stem, "path": str(posix.with_suffix("")).replace("/", "_")}
+        if posix.stem.isdigit():
+            fields["number"] = int(posix.stem)
+        elif "{number" in self.stem:
+            raise RecipeError(f"source {self.token}: stem rule {self.stem!r} uses {{number}} but {member!r} has a non-numeric stem")
+        return self.stem.format(**fields)
+
+
+@dataclass(frozen=True)
+class MaskRules:
+    kinds: tuple[str, ...] = MASK_KINDS
+    stuff: StuffRule = field(default_factory=StuffRule)
+    background: BackgroundRule = field(default_factory=BackgroundRule)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    seed: int
+    sources: tuple[SourceSpec, ...]
+    splits: dict[str, float]
+    masks: MaskRules
+    methods: dict[str, dict[str, Any]]
+    max_pixels: int
+    path: Path | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def source(self, token: str) -> SourceSpec:
+        for source in self.sources:
+            if source.token == token:
+                return source
+        raise KeyError(token)
+
+    def method_params(self, method: str) -> dict[str, Any]:
+        """The recipe's parameters for one method, or a RecipeError that lists the recipe's methods."""
+        if method not in self.methods:
+            listed = ", ".join(self.methods) or "none"
+            raise RecipeError(
+                f"{self.path or 'recipe'}: method {method!r} is not under `methods` (the recipe lists: {listed}); "
+                f"add `{method}: {{}}` under `methods` to build it"
+            )
+        return self.methods[method]
+
+
+class _Reader:
+    """Typed access to a YAML mapping that names the file and the key path in every error."""
+
+    def __init__(self, data: Any, where: str, key: str = ""):
+        self.where = where
+        self.key = key
+        if not isinstance(data, dict):
+            raise RecipeError(f"{where}: `{key or '<top>'}` must be a mapping, got {type(data).__name__}")
+        self.data = data
+
+    def _path(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def fail(self, name: str, message: str) -> RecipeError:
+        return RecipeError(f"{self.where}: `{self._path(name)}` {message}")
+
+    def reject_unknown(self, allowed: set[str]) -> None:
+        for name in self.data:
+            if name not in allowed:
+                raise self.fail(str(name), f"is not a known key; allowed here: {', '.join(sorted(allowed))}")
+
+    def get(self, name: str, default: Any = ...) -> Any:
+        if name in self.data:
+            return self.data[name]
+        if default is ...:
+            raise self.fail(name, "is missing")
+        return default
+
+    def child(self, name: str, default: Any = ...) -> "_Reader":
+        return _Reader(self.get(name, default), self.where, self._path(name))
+
+    def integer(self, name: str, default: Any = ..., minimum: int | None = None) -> int:
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(name, f"must be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.fail(name, f"must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: Any = ..., low: float = 0.0, high: float = 1.0) -> float:
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise self.fail(name, f"must be a number in {low}..{high}, got {value!r}")
+        return float(value)
+
+    def window(self, name: str, default: tuple[float, float]) -> tuple[float, float]:
+        value = self.get(name, list(default))
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+            raise self.fail(name, f"must be two numbers [min, max], got {value!r}")
+        low, high = float(value[0]), float(value[1])
+        if not 0.0 <= low <= high <= 1.0:
+            raise self.fail(name, f"must satisfy 0 <= min <= max <= 1 (fractions of the image), got {value!r}")
+        return low, high
+
+    def text(self, name: str, default: Any = ...) -> str:
+        value = self.get(name, default)
+        if not isinstance(value, str) or not value:
+            raise self.fail(name, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def path(self, name: str, base: Path, default: Any = ...) -> Path | None:
+        value = self.get(name, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(name, f"must be a path, got {value!r}")
+        expanded = os.path.expandvars(os.path.expanduser(value))
+        if "$" in expanded:
+            raise self.fail(name, f"uses an environment variable that is not set: {value!r}; export it or write the path")
+        path = Path(expanded)
+        return path if path.is_absolute() else (base / path).resolve()
+
+
+def _parse_source(reader: _Reader, base: Path) -> SourceSpec:
+    reader.reject_unknown({"token", "kind", "images", "annotations", "categories", "image_list", "count", "stem"})
+    token = reader.text("token")
+    if not _TOKEN_PATTERN.match(token):
+        raise reader.fail("token", f"must be letters and digits starting with a letter (it starts file names), got {token!r}")
+    kind = reader.text("kind")
+    if kind not in SOURCE_KINDS:
+        raise reader.fail("kind", f"must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
+    count = reader.get("count", None)
+    if count is not None:
+        count = reader.integer("count", minimum=1)
+    stem = reader.text("stem", "{stem}")
+    fields = {name for _, name, _, _ in string.Formatter().parse(stem) if name is not None}
+    if not fields or not fields <= {"stem", "number", "path"}:
+        raise reader.fail("stem", f"must use {{stem}}, {{number}} or {{path}} (e.g. '{{number:011d}}'), got {stem!r}")
+    return SourceSpec(
+        token=token,
+        kind=kind,
+        images=reader.path("images", base),
+        annotations=_annotation_paths(reader, base),
+        categories=reader.path("categories", base, None),
+        image_list=reader.path("image_list", base, None),
+        count=count,
+        stem=stem,
+    )
+
+
+def _annotation_paths(reader: _Reader, base: Path) -> tuple[Path, ...]:
+    """Read `annotations`: one COCO-format file or a list of them (COCO-Stuff for stuff, instances for things)."""
+    value = reader.get("annotations", None)
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    return tuple(_Reader({"annotations": item}, reader.where, reader.key).path("annotations", base) for item in values)
+
+
+def _parse_splits(reader: _Reader) -> dict[str, float]:
+    reader.reject_unknown(set(SPLITS))
+    splits = {}
+    for name in SPLITS:
+        value = reader.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise reader.fail(name, f"must be a photo count or a fraction, got {value!r}")
+        splits[name] = value
+    if sum(splits.values()) <= 0:
+        raise RecipeError(f"{reader.where}: `splits` must give at least one split a positive size")
+    fractions = [v for v in splits.values() if isinstance(v, float) and v != int(v)]
+    if fractions and abs(sum(splits.values()) - 1.0) > 1e-6:
+        raise RecipeError(f"{reader.where}: `splits` given as fractions must sum to 1, got {sum(splits.values())}")
+    return splits
+
+
+def _parse_masks(reader: _Reader) -> MaskRules:
+    reader.reject_unknown({"kinds", "stuff", "background"})
+    kinds = tuple(reader.get("kinds", list(MASK_KINDS)))
+    for kind in kinds:
+        if kind not in MASK_KINDS:
+            raise reader.fail("kinds", f"must list kinds among {', '.join(MASK_KINDS)}, got {kind!r}")
+    stuff = reader.child("stuff", {})
+    stuff.reject_unknown({"area", "min_region", "dilate_px", "exclude_categories"})
+    excluded = stuff.get("exclude_categories", [])
+    if not isinstance(excluded, list) or not all(isinstance(v, int) for v in excluded):
+        raise stuff.fail("exclude_categories", f"must be a list of category ids, got {excluded!r}")
+    background = reader.child("background", {})
+    background.reject_unknown({"area", "margin_px", "main_object", "include_crowd"})
+    include_crowd = background.get("include_crowd", False)
+    if not isinstance(include_crowd, bool):
+        raise background.fail("include_crowd", f"must be true or false, got {include_crowd!r}")
+    return MaskRules(
+        kinds=kinds,
+        stuff=StuffRule(
+            area=stuff.window("area", StuffRule.area),
+            min_region=stuff.number("min_region", StuffRule.min_region),
+            dilate_px=stuff.integer("dilate_px", StuffRule.dilate_px, minimum=0),
+            exclude_categories=tuple(excluded),
+        ),
+        background=BackgroundRule(
+            area=background.window("area", BackgroundRule.area),
+            margin_px=background.integer("margin_px", BackgroundRule.margin_px, minimum=0),
+            main_object=background.text("main_object", BackgroundRule.main_object),
+            include_crowd=include_crowd,
+        ),
+    )
+
+
+def _parse_methods(reader: _Reader, base: Path) -> dict[str, dict[str, Any]]:
+    from inpainters import registry
+
+    methods = {}
+    for name, params in reader.data.items():
+        if name not in registry.names():
+            raise reader.fail(str(name), f"is not a known method; available: {', '.join(registry.names())}")
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise reader.fail(str(name), f"must be a mapping of parameters, got {params!r}")
+        params = dict(params)
+        if "weights" in params and params["weights"] is not None:
+            params["weights"] = str(_Reader(params, reader.where, f"{reader.key}.{name}").path("weights", base))
+        methods[name] = params
+    return methods
+
+
+def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
+    """Validate a recipe mapping. `where` names it in errors; relative paths resolve against `base`."""
+    reader = _Reader(data, where)
+    reader.reject_unknown({"name", "seed", "sources", "splits", "masks", "methods", "decode"})
+    sources_data = reader.get("sources")
+    if not isinstance(sources_data, list) or not sources_data:
+        raise reader.fail("sources", "must be a non-empty list of sources")
+    sources = tuple(_parse_source(_Reader(item, where, f"sources[{i}]"), base) for i, item in enumerate(sources_data))
+    tokens = [source.token for source in sources]
+    if len(set(tokens)) != len(tokens):
+        raise reader.fail("sources", f"must have distinct tokens, got {tokens}")
+    decode = reader.child("decode", {})
+    decode.reject_unknown({"max_pixels"})
+    return Recipe(
+        name=reader.text("name"),
+        seed=reader.integer("seed", minimum=0),
+        sources=sources,
+        splits=_parse_splits(reader.child("splits")),
+        masks=_parse_masks(reader.child("masks", {})),
+        methods=_parse_methods(reader.child("methods", {}), base),
+        max_pixels=decode.integer("max_pixels", 89_478_485, minimum=1),
+        raw=_resolved_raw(data, sources, base),
+    )
+
+
+def _resolved_raw(data: dict, sources: tuple[SourceSpec, ...], base: Path) -> dict:
+    """Return the recipe mapping with absolute paths, as it is frozen into the dataset root."""
+    raw = copy.deepcopy(data)
+    for item, source in zip(raw["sources"], sources):
+        for key in ("images", "categories", "image_list"):
+            if item.get(key) is not None:
+                item[key] = str(getattr(source, key))
+        if item.get("annotations") is not None:
+            item["annotations"] = [str(path) for path in source.annotations]
+    for params in (raw.get("methods") or {}).values():
+        if isinstance(params, dict) and params.get("weights"):
+            weights = Path(os.path.expandvars(os.path.expanduser(params["weights"])))
+            params["weights"] = str(weights if weights.is_absolute() else (base / weights).resolve())
+    return raw
+
+
+def load_recipe(path: str | os.PathLike) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"recipe not found: {path}; pass --recipe with the path of a recipe YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: invalid YAML: {error}") from None
+    recipe = parse_recipe(data, str(path), path.parent.resolve())
+    return _with_path(recipe, path)
+
+
+def _with_path(recipe: Recipe, path: Path) -> Recipe:
+    return Recipe(**{**recipe.__dict__, "path": path})
+
+
+def content_differences(frozen: dict, given: dict, prefix: str = "") -> list[str]:
+    """Key paths whose values differ between two recipe mappings, runtime keys excepted."""
+    differences = []
+    if isinstance(frozen, list) and isinstance(given, list) and len(frozen) == len(given):
+        for i, (a, b) in enumerate(zip(frozen, given)):
+            differences += content_differences(a, b, f"{prefix}.{i}" if prefix else str(i))
+        return differences
+    if not (isinstance(frozen, dict) and isinstance(given, dict)):
+        return [] if frozen == given or _is_runtime(prefix) else [prefix or "<top>"]
+    for key in sorted(set(frozen) | set(given), key=str):
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if _is_runtime(path):
+            continue
+        if key not in frozen or key not in given:
+            differences.append(path)
+        else:
+            differences += content_differences(frozen[key], given[key], path)
+    return differences
+
+
+def _is_runtime(path: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in RUNTIME_KEYS)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.raw, sort_keys=False)
