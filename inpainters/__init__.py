@@ -1,0 +1,1 @@
+"""Inpainting methods behind one `Inpainter` interface, looked up by name in `inpainters.registry`."""

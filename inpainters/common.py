@@ -1,0 +1,47 @@
+"""Shared steps of every method: padding to a size multiple, mask binarisation and paste-back."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def binarize_mask(mask: np.ndarray, threshold: int = 127) -> tuple[np.ndarray, int]:
+    """Return a bool hole mask (True = regenerate) and the number of pixels that were neither 0 nor 255.
+
+    A mask that went through JPEG or resizing has grey edges; values above `threshold` count as hole.
+    """
+    off_values = int(np.count_nonzero((mask != 0) & (mask != 255)))
+    return mask > threshold, off_values
+
+
+def pad_to_multiple(array: np.ndarray, multiple: int, mode: str = "reflect") -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad the bottom and right of an HxW[xC] array so both sides are multiples of `multiple`.
+
+    Returns the padded array and the original (height, width) to crop back to. `reflect` mirrors the
+    image without repeating the edge pixel; sides shorter than the padding fall back to `symmetric`.
+    """
+    height, width = array.shape[:2]
+    pad_height = (-height) % multiple
+    pad_width = (-width) % multiple
+    if pad_height == 0 and pad_width == 0:
+        return array, (height, width)
+    if mode == "reflect" and (pad_height >= height or pad_width >= width):
+        mode = "symmetric"
+    padding = [(0, pad_height), (0, pad_width)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, padding, mode=mode), (height, width)
+
+
+def paste_back(real: np.ndarray, generated: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Take generated pixels inside the hole and real pixels everywhere else (a hard paste, no feathering)."""
+    if generated.shape != real.shape:
+        raise ValueError(f"generated image {generated.shape} and real photo {real.shape} differ in shape")
+    return np.where(hole[:, :, None], generated, real)
+
+
+def changed_share(real: np.ndarray, other: np.ndarray, region: np.ndarray) -> float:
+    """Fraction of the pixels in `region` (bool HxW) where `other` differs from `real` in any channel."""
+    count = int(region.sum())
+    if count == 0:
+        return 0.0
+    changed = np.any(real != other, axis=2) & region
+    return float(changed.sum()) / count
