@@ -1,0 +1,3 @@
+from brgen_build.cli import main
+
+main()

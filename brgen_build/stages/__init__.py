@@ -1,0 +1,1 @@
+"""The build stages, one module each: reals, masks, inpaint."""

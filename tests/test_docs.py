@@ -1,0 +1,12 @@
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+
+
+def test_ci_runs_the_readme_test_command():
+    ci_command = (TOP / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci_command in (TOP / "README.md").read_text()
+
+
+def test_readme_names_the_quickstart_command():
+    assert "brgen quickstart --out brgen-sample" in (TOP / "README.md").read_text()

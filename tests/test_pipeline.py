@@ -1,0 +1,141 @@
+"""The whole build on the two bundled photos: reals, masks, opencv-telea forgeries, verify, re-run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from brgen_build.cli import main
+from brgen_build.files import read_png
+from brgen_build.layout import DatasetRoot
+from brgen_build.manifest import read_records
+
+
+def run_cli(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as exit:
+        return exit.code or 0
+    return 0
+
+
+@pytest.fixture
+def built_root(tmp_path, sample_recipe):
+    root = tmp_path / "root"
+    assert run_cli("build", "--stage", "all", "--root", str(root), "--recipe", str(sample_recipe), "--no-progress") == 0
+    return DatasetRoot(root)
+
+
+def snapshot(root: DatasetRoot) -> dict:
+    return {path.relative_to(root.path).as_posix(): path.stat().st_mtime_ns for path in root.path.rglob("*") if path.is_file()}
+
+
+def test_build_writes_release_layout(built_root):
+    names = sorted(p.relative_to(built_root.path).as_posix() for p in built_root.path.glob("*/[ATG]*/*.png"))
+    assert names == [
+        "train/Au/COCO_000000439180.png",
+        "train/Gt/OpenCVTelea_Background_COCO_000000439180_mask.png",
+        "train/Gt/OpenCVTelea_Stuff_COCO_000000439180_mask.png",
+        "train/Tp/OpenCVTelea_Background_COCO_000000439180.png",
+        "train/Tp/OpenCVTelea_Stuff_COCO_000000439180.png",
+        "val/Au/COCO_000000142238.png",
+        "val/Gt/OpenCVTelea_Background_COCO_000000142238_mask.png",
+        "val/Gt/OpenCVTelea_Stuff_COCO_000000142238_mask.png",
+        "val/Tp/OpenCVTelea_Background_COCO_000000142238.png",
+        "val/Tp/OpenCVTelea_Stuff_COCO_000000142238.png",
+    ]
+
+
+def test_real_photos_keep_their_pixels(built_root):
+    from PIL import Image
+
+    from conftest import SAMPLE_DIR
+
+    real = read_png(built_root.au("val", "COCO_000000142238"))
+    with Image.open(SAMPLE_DIR / "images" / "000000142238.jpg") as original:
+        assert np.array_equal(real, np.asarray(original.convert("RGB")))
+    record = read_records(built_root.manifest_dir("reals"))["COCO_000000142238"]
+    assert (record["width"], record["height"]) == (640, 427)
+    assert record["member"] == "000000142238.jpg"
+
+
+def test_forgery_equals_real_outside_mask(built_root):
+    real = read_png(built_root.au("train", "COCO_000000439180"))
+    forgery = read_png(built_root.tp("train", "OpenCVTelea_Stuff_COCO_000000439180"))
+    gt = read_png(built_root.gt("train", "OpenCVTelea_Stuff_COCO_000000439180"))
+    outside = gt == 0
+    assert np.array_equal(forgery[outside], real[outside])
+    assert np.any(forgery[~outside] != real[~outside])
+
+
+def test_forgery_record_is_complete(built_root):
+    record = read_records(built_root.manifest_dir("inpaint/opencv-telea"))["OpenCVTelea_Background_COCO_000000142238"]
+    assert record["status"] == "ok"
+    assert record["real"] == "COCO_000000142238"
+    assert record["kind"] == "Background"
+    assert record["settings"] == {"radius": 3}
+    assert isinstance(record["seed"], int)
+    assert record["changed_outside_before_paste"] == 0.0
+    assert set(record["files"]) == {"tp", "gt"}
+
+
+def test_rerun_writes_nothing(built_root, sample_recipe, capsys):
+    before = snapshot(built_root)
+    assert run_cli("build", "--stage", "all", "--root", str(built_root.path), "--no-progress") == 0
+    assert snapshot(built_root) == before
+    assert "2 already done, 0 ok" in capsys.readouterr().out
+
+
+def test_deleted_forgery_is_redone(built_root):
+    path = built_root.tp("val", "OpenCVTelea_Stuff_COCO_000000142238")
+    original = path.read_bytes()
+    path.unlink()
+    assert run_cli("inpaint", "--method", "opencv-telea", "--root", str(built_root.path), "--no-progress") == 0
+    assert path.read_bytes() == original
+
+
+def test_verify_names_a_changed_pixel(built_root, capsys):
+    from PIL import Image
+
+    path = built_root.tp("val", "OpenCVTelea_Stuff_COCO_000000142238")
+    gt = read_png(built_root.gt("val", "OpenCVTelea_Stuff_COCO_000000142238"))
+    forgery = read_png(path).copy()
+    y, x = np.argwhere(gt == 0)[0]
+    forgery[y, x] = 255 - forgery[y, x]
+    Image.fromarray(forgery).save(path)
+    capsys.readouterr()
+    assert run_cli("verify", str(built_root.path)) == 1
+    out = capsys.readouterr().out
+    assert "val/Tp/OpenCVTelea_Stuff_COCO_000000142238.png: sha256 differs" in out
+
+
+def test_verify_json_counts(built_root, capsys):
+    capsys.readouterr()
+    assert run_cli("verify", str(built_root.path), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    rows = {(r["split"], r["kind"], r["method"]): r for r in report["counts"]}
+    assert rows[("train", "Stuff", "opencv-telea")]["found"] == 1
+    assert rows[("val", "-", "-")]["expected"] == 1
+
+
+def test_unknown_method_lists_available(tmp_path, sample_recipe, capsys):
+    assert run_cli("inpaint", "--method", "lamma", "--root", str(tmp_path / "r"), "--recipe", str(sample_recipe)) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'lamma'; available: opencv-telea, lama" in err
+    assert "Did you mean 'lama'?" in err
+
+
+def test_method_missing_from_recipe_is_an_error(tmp_path, sample_recipe, capsys):
+    assert run_cli("inpaint", "--method", "lama", "--root", str(tmp_path / "r"), "--recipe", str(sample_recipe)) == 2
+    assert "method 'lama' is not under `methods`" in capsys.readouterr().err
+
+
+def test_quickstart_builds_and_verifies(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("BRGEN_LAMA_WEIGHTS", raising=False)
+    monkeypatch.delenv("BRGEN_WEIGHTS_DIR", raising=False)
+    assert run_cli("quickstart", "--out", str(tmp_path / "sample"), "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "lama: not run" in out
+    assert "OK: every expected file is present" in out
+    assert len(list((tmp_path / "sample").glob("*/Tp/OpenCVTelea_*.png"))) == 4
