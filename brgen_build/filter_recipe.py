@@ -8,8 +8,8 @@ filter:
   batch_size: 8            # forgeries scored per batch (runtime setting)
   scorers:                 # every listed scorer scores every forgery
     brisque: {}
-    clip-score: {weights: ${BRGEN_WEIGHTS_DIR}/clip-vit-large-patch14}
-    embedding-distance: {weights: ${BRGEN_WEIGHTS_DIR}/dino-vitb16, crop: mask-box}
+    clip-score: {weights: "${BRGEN_WEIGHTS_DIR}/clip-vit-large-patch14"}
+    embedding-distance: {weights: "${BRGEN_WEIGHTS_DIR}/dino-vitb16", crop: mask-box}
   thresholds:              # per method and scorer, `min` and/or `max`; a method without thresholds keeps all
     lama: {brisque: {max: 60}, embedding-distance: {min: 0.01}}
     sdxl: {clip-score: {min: 20}}

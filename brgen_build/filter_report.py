@@ -24,7 +24,7 @@ STYLE = """
 .brgen-filter table { border-collapse: collapse; margin: 0.5em 0; }
 .brgen-filter td, .brgen-filter th { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
 .brgen-filter .examples { display: flex; flex-wrap: wrap; gap: 8px; margin: 0.3em 0 1em; }
-.brgen-filter figure { margin: 0; width: 170px; font-size: 12px; }
+.brgen-filter figure { margin: 0; width: 170px; font-size: 12px; overflow-wrap: anywhere; }
 .brgen-filter figure img { max-width: 160px; max-height: 160px; display: block; }
 .brgen-filter .kept { color: #1a7f37; } .brgen-filter .rejected { color: #cf222e; }
 """
@@ -72,7 +72,8 @@ def collect_filter_scores(root: DatasetRoot) -> list[MethodScores]:
                     if value is None:
                         scores.undefined[scorer] += 1
                         continue
-                    point = AttemptPoint(record["id"], attempt["attempt"], value, attempt["passed"], attempt.get("thumbnail"))
+                    passed = attempt.get("passed", not attempt.get("failed"))
+                    point = AttemptPoint(record["id"], attempt["attempt"], value, passed, attempt.get("thumbnail"))
                     scores.points.setdefault(scorer, []).append(point)
         methods.append(scores)
     return methods
@@ -121,6 +122,7 @@ def histogram_svg(points: list[AttemptPoint], bounds: dict, width: int = 480, he
             shapes.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{plot_height}" stroke="#000" stroke-dasharray="4 2"/>')
             shapes.append(f'<text x="{x + 3:.1f}" y="10" font-size="10">{end} {bounds[end]:g}</text>')
     shapes.append(f'<text x="0" y="{height - 4}" font-size="10">{low:.4g}</text>')
+    shapes.append(f'<text x="{width / 2:.0f}" y="{height - 4}" font-size="10" text-anchor="middle">tallest bar: {tallest} attempt(s)</text>')
     shapes.append(f'<text x="{width}" y="{height - 4}" font-size="10" text-anchor="end">{high:.4g}</text>')
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{"".join(shapes)}</svg>'
 
@@ -142,6 +144,8 @@ def _method_section(root: DatasetRoot, scores: MethodScores, examples: int) -> s
         f"<tr><td>{total}</td><td>{scores.outcomes['passed']}</td><td>{scores.outcomes['regenerated']}</td>"
         f"<td>{scores.outcomes['dropped']}</td><td>{scores.attempts}</td></tr></table>"
     )
+    parts.append('<p>Histograms: <span class="kept">green</span> attempts met every threshold of the method, '
+                 '<span class="rejected">red</span> attempts missed at least one.</p>')
     for scorer in sorted(set(scores.points) | set(scores.undefined)):
         points = scores.points.get(scorer, [])
         bounds = scores.thresholds.get(scorer, {})

@@ -282,3 +282,53 @@ def test_report_command_writes_page(telea_root, capsys):
     out = telea_root.path / "page.html"
     assert run_cli("filter-report", str(telea_root.path), "--out", str(out)) == 0
     assert out.read_text().startswith("<!doctype html>")
+
+
+def test_lost_filter_manifest_is_rebuilt(tmp_path, seeded_noise):
+    forgery = "SeededNoise_Stuff_COCO_000000439180"
+    section = {"max_attempts": 2, "scorers": {"brisque": {}}, "thresholds": {"seeded-noise": {"brisque": {"max": 50}}}}
+    noisy = [attempt_seed(0, "seeded-noise", forgery, 0)]
+    root = build_until_inpaint(tmp_path, {"seeded-noise": {"noisy_seeds": noisy}}, section, kinds=("Stuff",))
+    assert run_cli("filter", "--root", str(root.path), "--no-progress") == 0
+    kept = sha256_file(root.tp("train", forgery))
+    for path in root.manifest_dir("filter/seeded-noise").iterdir():
+        path.unlink()
+
+    assert run_cli("filter", "--root", str(root.path), "--no-progress") == 0
+    record = read_records(root.manifest_dir("filter/seeded-noise"))[forgery]
+    assert record["outcome"] == "regenerated"
+    assert [attempt["attempt"] for attempt in record["attempts"]] == [0, 1]
+    assert record["attempts"][0]["seed"] == noisy[0]
+    assert record["attempts"][0]["passed"] is False
+    assert sha256_file(root.tp("train", forgery)) == kept
+
+
+def test_lost_filter_record_of_drop_is_rebuilt(tmp_path):
+    root = build_until_inpaint(tmp_path, {"opencv-telea": {"radius": 3}}, TELEA_FILTER, kinds=("Background",))
+    assert run_cli("filter", "--root", str(root.path), "--no-progress") == 0
+    for path in root.manifest_dir("filter/opencv-telea").iterdir():
+        path.unlink()
+
+    assert run_cli("filter", "--root", str(root.path), "--no-progress") == 0
+    record = read_records(root.manifest_dir("filter/opencv-telea"))[DROPPED]
+    assert record["status"] == "skipped"
+    assert record["outcome"] == "dropped"
+    assert len(record["attempts"]) == 2
+    assert not root.tp("val", DROPPED).exists()
+
+
+def test_readme_filter_example_parses(monkeypatch):
+    import yaml
+
+    from brgen_build.recipe import parse_recipe
+    from conftest import SAMPLE_DIR
+
+    readme = (SAMPLE_DIR.parents[1] / "README.md").read_text()
+    block = readme.split("## Quality filter", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("BRGEN_WEIGHTS_DIR", "/weights")
+    data = sample_recipe_data()
+    data["methods"] = {"lama": {}}
+    data.update(yaml.safe_load(block))
+    recipe = parse_recipe(data, "README.md", SAMPLE_DIR)
+    assert recipe.filter.scorers["clip-score"]["weights"] == "/weights/clip-vit-large-patch14"
+    assert recipe.filter.method_thresholds("lama")["embedding-distance"].min == 0.01

@@ -310,7 +310,7 @@ class FilterStage(Stage):
             "accepted_attempt": candidate.attempt if state.passed else None,
             "scores": state.attempts[-1]["scores"] if state.passed else None,
             "thresholds": {name: bounds.to_json() for name, bounds in self.thresholds.items()},
-            "attempts": [{key: entry[key] for key in ("attempt", "seed", "scores", "failed")} for entry in state.attempts],
+            "attempts": [{key: entry[key] for key in ("attempt", "seed", "scores", "failed", "passed")} for entry in state.attempts],
             "manifest": f"manifests/{self.name}",
         }
         filter_record = {
