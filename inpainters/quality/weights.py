@@ -2,6 +2,8 @@
 
 A folder is looked up, in order, at the recipe's `weights` path, at the path in the scorer's environment
 variable, at `$BRGEN_WEIGHTS_DIR/<scorer>/`, and for BRISQUE in the installed `brisque` package.
+
+NOTE: the folder's files are not checked against known hashes yet, so records name the folder only.
 """
 
 from __future__ import annotations
