@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from brgen_build.errors import RecipeError
+from brgen_build.filter_recipe import FilterSpec, parse_filter, resolve_filter_paths
 from mask_gen.regions import BackgroundRule, StuffRule
 
 SOURCE_KINDS = ("coco", "imagenet", "places")
@@ -41,6 +42,9 @@ RUNTIME_KEYS = (
     "methods.*.batch_size",
     "methods.*.dtype",
     "methods.*.compile",
+    "filter.device",
+    "filter.batch_size",
+    "filter.scorers.*.weights",
 )
 
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
@@ -91,6 +95,7 @@ class Recipe:
     masks: MaskRules
     methods: dict[str, dict[str, Any]]
     max_pixels: int
+    filter: FilterSpec | None = None
     path: Path | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -289,7 +294,7 @@ def _parse_methods(reader: _Reader, base: Path) -> dict[str, dict[str, Any]]:
 def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
     """Validate a recipe mapping. `where` names it in errors; relative paths resolve against `base`."""
     reader = _Reader(data, where)
-    reader.reject_unknown({"name", "seed", "sources", "splits", "masks", "methods", "decode"})
+    reader.reject_unknown({"name", "seed", "sources", "splits", "masks", "methods", "decode", "filter"})
     sources_data = reader.get("sources")
     if not isinstance(sources_data, list) or not sources_data:
         raise reader.fail("sources", "must be a non-empty list of sources")
@@ -299,19 +304,22 @@ def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
         raise reader.fail("sources", f"must have distinct tokens, got {tokens}")
     decode = reader.child("decode", {})
     decode.reject_unknown({"max_pixels"})
+    methods = _parse_methods(reader.child("methods", {}), base)
+    quality_filter = parse_filter(reader.child("filter"), base, methods) if "filter" in data else None
     return Recipe(
         name=reader.text("name"),
         seed=reader.integer("seed", minimum=0),
         sources=sources,
         splits=_parse_splits(reader.child("splits")),
         masks=_parse_masks(reader.child("masks", {})),
-        methods=_parse_methods(reader.child("methods", {}), base),
+        methods=methods,
         max_pixels=decode.integer("max_pixels", 89_478_485, minimum=1),
-        raw=_resolved_raw(data, sources, base),
+        filter=quality_filter,
+        raw=_resolved_raw(data, sources, base, quality_filter),
     )
 
 
-def _resolved_raw(data: dict, sources: tuple[SourceSpec, ...], base: Path) -> dict:
+def _resolved_raw(data: dict, sources: tuple[SourceSpec, ...], base: Path, quality_filter: FilterSpec | None) -> dict:
     """Return the recipe mapping with absolute paths, as it is frozen into the dataset root."""
     raw = copy.deepcopy(data)
     for item, source in zip(raw["sources"], sources):
@@ -324,6 +332,8 @@ def _resolved_raw(data: dict, sources: tuple[SourceSpec, ...], base: Path) -> di
         if isinstance(params, dict) and params.get("weights"):
             weights = Path(os.path.expandvars(os.path.expanduser(params["weights"])))
             params["weights"] = str(weights if weights.is_absolute() else (base / weights).resolve())
+    if quality_filter is not None:
+        resolve_filter_paths(raw["filter"], quality_filter.scorers)
     return raw
 
 
