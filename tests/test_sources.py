@@ -98,6 +98,19 @@ def test_forward_reader_seeks_over_long_gaps(tmp_path):
         assert reader.read(2) == bytes([5000 % 256, 5001 % 256])
 
 
+def test_forward_reader_reads_ahead_only_sequentially(tmp_path, monkeypatch):
+    advised = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda descriptor, offset, length, advice: advised.append((offset, length)))
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(1000))
+    with open(path, "rb", buffering=0) as raw:
+        reader = ForwardReader(raw, can_seek=True, chunk_size=10, seek_gap=100, read_ahead=40)
+        reader.read(35)  # chunks 0, 10, 20 and 30 in a row
+        reader.seek(500)  # a real seek
+        reader.read(15)  # chunks 500 and 510 in a row
+    assert advised == [(10, 40), (50, 20), (510, 40)]
+
+
 def test_tar_index_cached_until_changed(tmp_path, monkeypatch):
     archive = write_nested_tar(tmp_path / "train.tar", imagenet_photos(synsets=2, per_synset=2))
     cache = tmp_path / "cache"
