@@ -252,20 +252,22 @@ def test_unreadable_photos_skipped_with_reasons(tmp_path):
         "000000000003.jpg": good[: len(good) // 2],
         "000000000004.jpg": photo_bytes(4, size=(40, 40)),
         "000000000005.jpg": b"not a photo at all",
+        "000000000006.jpg": bytes(1_100_000),
     }
     archive = write_zip(tmp_path / "train2017.zip", members)
     source = {"token": "COCO", "kind": "coco", "images": str(archive)}
-    recipe = make_recipe(tmp_path, [source], splits={"train": 3, "test": 1, "val": 1}, decode={"max_pixels": 1000})
+    recipe = make_recipe(tmp_path, [source], splits={"train": 4, "test": 1, "val": 1}, decode={"max_pixels": 1000})
     stage, summary = build(tmp_path / "root", recipe)
 
     records = read_records(DatasetRoot(tmp_path / "root").manifest_dir("reals"))
     reasons = {photo: record["reason"] for photo, record in records.items()}
     assert reasons["COCO_000000000001"] is None
+    assert reasons["COCO_000000000006"] == f"{archive}: 000000000006.jpg: 1100000 bytes, more than a photo within decode.max_pixels needs (1056576 bytes)"
     assert reasons["COCO_000000000002"] == f"{archive}: 000000000002.jpg: empty file (0 bytes)"
     assert reasons["COCO_000000000003"].startswith(f"{archive}: 000000000003.jpg: decoding failed")
     assert reasons["COCO_000000000004"] == f"{archive}: 000000000004.jpg: 40x40 = 1600 pixels exceeds the recipe's decode.max_pixels = 1000"
     assert reasons["COCO_000000000005"].startswith(f"{archive}: 000000000005.jpg: not a recognised image format")
-    assert stage.progress_counts(summary) == {"found": 1, "missing": 0, "unreadable": 4, "failed": 0}
+    assert stage.progress_counts(summary) == {"found": 1, "missing": 0, "unreadable": 5, "failed": 0}
 
 
 def test_ambiguous_list_entry_is_an_error(tmp_path):

@@ -44,7 +44,11 @@ logger = logging.getLogger(__name__)
 # Maximum photo stem length in UTF-8 bytes. Forgery file names add up to about 40 bytes to the id, and
 # most file systems allow 255 bytes per file name.
 MAX_STEM_BYTES = 150
-MISSING_SHOWN = 10
+MISSING_NAMES_IN_SUMMARY = 10
+# Maximum file size of a photo within decode.max_pixels: 8 bytes per pixel (16-bit RGBA, uncompressed)
+# plus room for metadata such as EXIF and ICC profiles. Larger members are skipped without being read.
+BYTES_PER_PIXEL = 8
+METADATA_BYTES = 1 << 20
 
 
 def split_sizes(splits: dict[str, float], total: int) -> dict[str, int]:
@@ -225,7 +229,15 @@ class RealsStage(Stage):
                 yield from self._read_source(source, items)
 
     def _read_source(self, source: SourceSpec, items: list[Item]) -> Iterator[list[Item]]:
-        by_member = {item.payload.member: item for item in items}
+        max_bytes = BYTES_PER_PIXEL * self.recipe.max_pixels + METADATA_BYTES
+        by_member = {}
+        for item in items:
+            size = item.payload.member.size
+            if size > max_bytes:
+                reason = MemberUnreadable(f"{size} bytes, more than a photo within decode.max_pixels needs ({max_bytes} bytes)")
+                yield [Item(item.id, item.split, (item.payload, reason))]
+            else:
+                by_member[item.payload.member] = item
         unread = dict(by_member)
         try:
             for member, data in self.containers[source.token].read_members(list(by_member)):
@@ -309,8 +321,8 @@ class RealsStage(Stage):
                 f"{found} found and {len(missing)} missing in {source.images} (all shards)"
             )
             if missing:
-                shown = ", ".join(photo.entry for photo in missing[:MISSING_SHOWN])
-                more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+                shown = ", ".join(photo.entry for photo in missing[:MISSING_NAMES_IN_SUMMARY])
+                more = f" and {len(missing) - MISSING_NAMES_IN_SUMMARY} more" if len(missing) > MISSING_NAMES_IN_SUMMARY else ""
                 summary.notes.append(f"{source.token}: missing: {shown}{more}; each has a record with \"missing\": true")
         problems = self._over_limit()
         if problems:
