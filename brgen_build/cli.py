@@ -57,6 +57,8 @@ def _open(root_path: str, recipe_path: str | None) -> tuple[DatasetRoot, Recipe]
 
 def _report(summary: StageSummary) -> None:
     click.echo(summary.line())
+    for line in summary.notes:
+        click.echo(f"  {line}")
     for line in summary.failures[:20]:
         click.echo(f"  failed: {line}", err=True)
     if len(summary.failures) > 20:

@@ -37,6 +37,8 @@ RUNTIME_KEYS = (
     "sources.*.annotations",
     "sources.*.categories",
     "sources.*.image_list",
+    "sources.*.max_missing",
+    "split_list",
     "methods.*.weights",
     "methods.*.device",
     "methods.*.batch_size",
@@ -62,6 +64,13 @@ class SourceSpec:
     image_list: Path | None = None
     count: int | None = None
     stem: str = "{stem}"
+    max_missing: int | float = 0
+
+    def missing_limit(self, listed: int) -> int:
+        """Return how many image-list entries may be missing: `max_missing` as a count, or as a fraction of `listed`."""
+        if isinstance(self.max_missing, float):
+            return int(self.max_missing * listed)
+        return self.max_missing
 
     def format_stem(self, member: str) -> str:
         """Apply the stem rule to an archive member's path.
@@ -96,6 +105,7 @@ class Recipe:
     methods: dict[str, dict[str, Any]]
     max_pixels: int
     filter: FilterSpec | None = None
+    split_list: Path | None = None
     path: Path | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -190,7 +200,7 @@ class _Reader:
 
 
 def _parse_source(reader: _Reader, base: Path) -> SourceSpec:
-    reader.reject_unknown({"token", "kind", "images", "annotations", "categories", "image_list", "count", "stem"})
+    reader.reject_unknown({"token", "kind", "images", "annotations", "categories", "image_list", "count", "stem", "max_missing"})
     token = reader.text("token")
     if not _TOKEN_PATTERN.match(token):
         raise reader.fail("token", f"must be letters and digits starting with a letter (it starts file names), got {token!r}")
@@ -213,7 +223,18 @@ def _parse_source(reader: _Reader, base: Path) -> SourceSpec:
         image_list=reader.path("image_list", base, None),
         count=count,
         stem=stem,
+        max_missing=_max_missing(reader),
     )
+
+
+def _max_missing(reader: _Reader) -> int | float:
+    """Read `max_missing`: an integer count of image-list entries, or a fraction of them in 0..1."""
+    value = reader.get("max_missing", 0)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and 0.0 <= value <= 1.0:
+        return value
+    raise reader.fail("max_missing", f"must be a count (integer >= 0) or a fraction in 0..1 of the listed photos, got {value!r}")
 
 
 def _annotation_paths(reader: _Reader, base: Path) -> tuple[Path, ...]:
@@ -294,7 +315,7 @@ def _parse_methods(reader: _Reader, base: Path) -> dict[str, dict[str, Any]]:
 def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
     """Validate a recipe mapping. `where` names it in errors; relative paths resolve against `base`."""
     reader = _Reader(data, where)
-    reader.reject_unknown({"name", "seed", "sources", "splits", "masks", "methods", "decode", "filter"})
+    reader.reject_unknown({"name", "seed", "sources", "splits", "split_list", "masks", "methods", "decode", "filter"})
     sources_data = reader.get("sources")
     if not isinstance(sources_data, list) or not sources_data:
         raise reader.fail("sources", "must be a non-empty list of sources")
@@ -302,6 +323,7 @@ def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
     tokens = [source.token for source in sources]
     if len(set(tokens)) != len(tokens):
         raise reader.fail("sources", f"must have distinct tokens, got {tokens}")
+    split_list = reader.path("split_list", base, None)
     decode = reader.child("decode", {})
     decode.reject_unknown({"max_pixels"})
     methods = _parse_methods(reader.child("methods", {}), base)
@@ -315,13 +337,18 @@ def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
         methods=methods,
         max_pixels=decode.integer("max_pixels", 89_478_485, minimum=1),
         filter=quality_filter,
-        raw=_resolved_raw(data, sources, base, quality_filter),
+        split_list=split_list,
+        raw=_resolved_raw(data, sources, split_list, base, quality_filter),
     )
 
 
-def _resolved_raw(data: dict, sources: tuple[SourceSpec, ...], base: Path, quality_filter: FilterSpec | None) -> dict:
+def _resolved_raw(
+    data: dict, sources: tuple[SourceSpec, ...], split_list: Path | None, base: Path, quality_filter: FilterSpec | None
+) -> dict:
     """Return the recipe mapping with absolute paths, as it is frozen into the dataset root."""
     raw = copy.deepcopy(data)
+    if split_list is not None:
+        raw["split_list"] = str(split_list)
     for item, source in zip(raw["sources"], sources):
         for key in ("images", "categories", "image_list"):
             if item.get(key) is not None:
