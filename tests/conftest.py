@@ -30,6 +30,18 @@ def write_recipe(folder: Path, data: dict, name: str = "recipe.yaml") -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def isolated_weights(tmp_path_factory, monkeypatch):
+    """Point the weights folder at an empty temporary one, so that no test finds weights installed on the machine."""
+    from inpainters.weights import load_registry
+
+    monkeypatch.setenv("BRGEN_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
+    for entries in load_registry().values():
+        for entry in entries.values():
+            if entry.env:
+                monkeypatch.delenv(entry.env, raising=False)
+
+
 @pytest.fixture
 def sample_recipe(tmp_path) -> Path:
     """Path of a recipe for the two bundled photos, with only the weight-free method."""
