@@ -58,7 +58,7 @@ def list_command(methods: tuple[str, ...], as_json: bool) -> None:
                 click.echo(json.dumps({
                     "method": method, "component": entry.name, "state": state, "path": str(path), "found_by": label,
                     "missing": missing, "source": entry.where_from(), "licence": entry.licence, "origin": entry.origin,
-                    "optional": entry.optional, "description": entry.description,
+                    "optional": entry.optional, "description": entry.description, "size": entry.size,
                 }))
                 continue
             optional = ", optional" if entry.optional else ""

@@ -91,6 +91,10 @@ def fetch_url(entry: Component, root: Path, retries: int = 5, timeout: float = 6
         logger.warning("%s: download of %s interrupted (%s); retrying from byte %d in %.0f s", entry.method, entry.url, reason, _size(partial), delay)
         time.sleep(delay)
 
+    if entry.size is not None and _size(partial) != entry.size:
+        received = _size(partial)
+        partial.unlink()
+        raise FetchError(f"{entry.method}: {entry.url} gave {received} bytes, the registry expects {entry.size}; the download was deleted, fetch again")
     if expected is not None:
         actual = file_digest(partial, algorithm)
         if actual != expected:

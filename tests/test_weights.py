@@ -3,6 +3,7 @@
 Hugging Face downloads are tested with stand-ins for `HfApi` and `snapshot_download` (no host is reached),
 and with the real huggingface_hub in offline mode, which must fail with a clear message."""
 
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -218,6 +219,14 @@ def test_fetch_rejects_wrong_hash_and_leaves_no_file(tmp_path):
     with WeightServer() as server, pytest.raises(FetchError, match=f"md5 {PAYLOAD_MD5}, expected 0+; the download was deleted"):
         fetch_url(url_component(server.url, md5="0" * 32), tmp_path, progress=False)
     assert not (tmp_path / "testgan" / "weights.bin").exists()
+    assert not (tmp_path / "testgan" / "weights.bin.part").exists()
+
+
+def test_fetch_rejects_wrong_size(tmp_path):
+    with WeightServer() as server:
+        entry = dataclasses.replace(url_component(server.url), size=len(PAYLOAD) + 1)
+        with pytest.raises(FetchError, match=f"gave {len(PAYLOAD)} bytes, the registry expects {len(PAYLOAD) + 1}"):
+            fetch_url(entry, tmp_path, progress=False)
     assert not (tmp_path / "testgan" / "weights.bin.part").exists()
 
 
