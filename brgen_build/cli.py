@@ -19,6 +19,7 @@ from brgen_build.stages.inpaint import InpaintStage, build_inpainter
 from brgen_build.stages.masks import MasksStage
 from brgen_build.stages.reals import RealsStage
 from brgen_build.verify import report_json, verify
+from brgen_build.weights_cli import weights_group
 from inpainters import registry
 from inpainters.base import MethodError
 
@@ -221,6 +222,7 @@ from brgen_build.filter_cli import filter_command, filter_report_command  # noqa
 
 cli.add_command(filter_command)
 cli.add_command(filter_report_command)
+cli.add_command(weights_group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -106,6 +106,30 @@ class Inpainter(ABC):
         """Inpaint a batch; results come back in request order."""
 
 
+class WeightFileInpainter(Inpainter):
+    """An inpainter whose weights are one file of the weight registry (`manifests/weights.yaml`).
+
+    `check` finds the file (the `weights` parameter, the component's environment variable, then the weights
+    folder) or raises MissingWeightsError; subclasses load it in `load` and fill `_checkpoint`.
+    """
+
+    weights_component: ClassVar[str] = "generator"
+
+    def __init__(self, params: dict[str, Any] | None = None, device: str = "auto"):
+        super().__init__(params, device)
+        self.model = None
+        self.weights_path = None
+        self._checkpoint: dict = {}
+
+    def check(self) -> None:
+        from inpainters.weights import resolve
+
+        self.weights_path = resolve(self.name, self.weights_component, self.params.get("weights"))
+
+    def checkpoint(self) -> dict:
+        return self._checkpoint
+
+
 def resolve_device(device: str) -> str:
     """`auto` becomes `cuda` when a GPU is visible, else `cpu`; anything else is returned as given."""
     if device != "auto":

@@ -31,6 +31,18 @@ def pad_to_multiple(array: np.ndarray, multiple: int, mode: str = "reflect") -> 
     return np.pad(array, padding, mode=mode), (height, width)
 
 
+def pad_to_square(array: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad the bottom and right of an HxW[xC] array by reflection to a square whose side is a multiple of `multiple`.
+
+    The side is the smallest multiple not below the longer side. Returns the padded array and the original
+    (height, width) to crop back to. numpy repeats the reflection when the padding exceeds a side.
+    """
+    height, width = array.shape[:2]
+    side = -(-max(height, width) // multiple) * multiple
+    padding = [(0, side - height), (0, side - width)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, padding, mode="reflect"), (height, width)
+
+
 def paste_back(real: np.ndarray, generated: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Take generated pixels inside the hole and real pixels everywhere else (a hard paste, no feathering)."""
     if generated.shape != real.shape:

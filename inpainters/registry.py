@@ -11,6 +11,7 @@ from inpainters.base import Inpainter, MethodError
 _METHODS = {
     "opencv-telea": "inpainters.opencv_telea:OpenCVTelea",
     "lama": "inpainters.lama:LaMa",
+    "mat": "inpainters.mat:MAT",
 }
 
 

@@ -7,7 +7,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from manifests import data_path
@@ -28,6 +30,65 @@ def write_recipe(folder: Path, data: dict, name: str = "recipe.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def read_listing(path: Path) -> dict[str, tuple[str, str]]:
+    """{name: (kind, shape)} from a state-dict listing written by tests/data/listings/make_listings.py."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or line.startswith("name\t"):
+            continue
+        name, kind, shape, _dtype = line.split("\t")
+        rows[name] = (kind, shape)
+    return rows
+
+
+def describe_state(model: torch.nn.Module) -> dict[str, tuple[str, str]]:
+    """{name: (kind, shape)} of a model's state dict, in the listing format."""
+    parameters = {name for name, _ in model.named_parameters()}
+    return {
+        name: ("parameter" if name in parameters else "buffer", "x".join(str(size) for size in tensor.shape) or "scalar")
+        for name, tensor in model.state_dict().items()
+    }
+
+
+def sample_photo(name: str = "000000142238.jpg") -> np.ndarray:
+    """Return a bundled COCO photo as an HxWx3 uint8 RGB array."""
+    from PIL import Image
+
+    with Image.open(SAMPLE_DIR / "images" / name) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def read_forgery(root, split: str, real_id: str, forgery_id: str):
+    """Return (real photo, forgery, hole) arrays of one forgery in a built dataset root."""
+    from brgen_build.files import read_png
+
+    real = read_png(root.au(split, real_id))
+    forgery = read_png(root.tp(split, forgery_id))
+    hole = read_png(root.gt(split, forgery_id)) == 255
+    return real, forgery, hole
+
+
+@pytest.fixture(autouse=True)
+def isolated_weights(tmp_path_factory, monkeypatch):
+    """Point the weights folder at an empty temporary one, so that no test finds weights installed on the machine."""
+    from inpainters.weights import load_registry
+
+    monkeypatch.setenv("BRGEN_WEIGHTS_DIR", str(tmp_path_factory.mktemp("weights")))
+    for entries in load_registry().values():
+        for entry in entries.values():
+            if entry.env:
+                monkeypatch.delenv(entry.env, raising=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one CPU thread: tiny models are dominated by per-operation overhead, which threads add to."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -123,11 +123,10 @@ def test_method_missing_from_recipe_is_an_error(tmp_path, sample_recipe, capsys)
     assert "method 'lama' is not under `methods`" in capsys.readouterr().err
 
 
-def test_quickstart_builds_and_verifies(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("BRGEN_LAMA_WEIGHTS", raising=False)
-    monkeypatch.delenv("BRGEN_WEIGHTS_DIR", raising=False)
+def test_quickstart_builds_and_verifies(tmp_path, capsys):
     assert run_cli("quickstart", "--out", str(tmp_path / "sample"), "--no-progress") == 0
     out = capsys.readouterr().out
     assert "lama: not run" in out
+    assert "mat: not run" in out
     assert "OK: every expected file is present" in out
     assert len(list((tmp_path / "sample").glob("*/Tp/OpenCVTelea_*.png"))) == 4
