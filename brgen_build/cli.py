@@ -105,7 +105,7 @@ def cli(verbose: int, quiet: bool) -> None:
 @recipe_option
 @shard_option
 @click.option(
-    "--wait-timeout", type=click.FloatRange(min=0), default=7200.0, show_default=True,
+    "--wait-timeout", type=click.FloatRange(min=0), default=7200.0, show_default=True, metavar="SECONDS",
     help="For `--stage all` with several shards: seconds to wait for the other shards to finish a stage before "
     "this process starts the next one.",
 )

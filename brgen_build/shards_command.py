@@ -12,7 +12,7 @@ from brgen_build.shards import shard_progress
 
 
 @click.command(name="shards")
-@click.argument("root_path", required=False, type=click.Path(file_okay=False), envvar="BRGEN_ROOT", default=".")
+@click.argument("root_path", metavar="[ROOT]", required=False, type=click.Path(file_okay=False), envvar="BRGEN_ROOT", default=".")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per stage shard instead of the table.")
 def shards_command(root_path: str, as_json: bool) -> None:
     """Show each stage shard of a dataset: records by status, items left, and the process working on it.
