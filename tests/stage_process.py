@@ -56,6 +56,15 @@ def count_events(events_path: Path) -> int:
     return events_path.stat().st_size if events_path.exists() else 0
 
 
+def start(argv: list[str], slow_fsync_seconds: float = 0.0, events_path: Path | None = None) -> multiprocessing.Process:
+    """Start `brgen ARGV` in a child and return it without waiting."""
+    if events_path is not None:
+        events_path.unlink(missing_ok=True)
+    process = _context.Process(target=_run, args=(argv, slow_fsync_seconds, str(events_path) if events_path else None))
+    process.start()
+    return process
+
+
 def run(
     argv: list[str],
     kill_after: float | None = None,
@@ -70,11 +79,8 @@ def run(
     `kill_at_event` (counted from 1 in `events_path`). Returns the exit code (-9 when killed), the seconds it
     ran and whether it was killed.
     """
-    if events_path is not None:
-        events_path.unlink(missing_ok=True)
-    process = _context.Process(target=_run, args=(argv, slow_fsync_seconds, str(events_path) if events_path else None))
     started = time.perf_counter()
-    process.start()
+    process = start(argv, slow_fsync_seconds, events_path)
     if kill_at_event is None:
         process.join(kill_after)
     else:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from brgen_build.engine import files_intact
 from brgen_build.errors import BrgenError
 from brgen_build.files import TEMPORARY_PREFIX, atomic_write_bytes, encode_png, remove_stale_temporaries, temporary_prefix
 from brgen_build.layout import DatasetRoot
+from brgen_build.locks import holder_of
 from brgen_build.manifest import ManifestWriter, read_manifest_file, read_records
 from conftest import sample_recipe_data, write_recipe
 from small_sample import write_small_sample
@@ -154,6 +156,22 @@ def test_killed_stage_resumes_identically(stage, reference, scratch):
 
     assert interrupted > TRIALS // 2
     assert partial > 0
+
+
+def test_second_process_on_same_shard_exits(reference, scratch):
+    copies, _, _ = reference
+    root = scratch / "two-processes"
+    shutil.copytree(copies["start"], root)
+    first = stage_process.start(command("reals", root), slow_fsync_seconds=0.25)
+    while first.is_alive() and holder_of(root / "manifests" / "reals" / "shard-0-of-1.lock") is None:
+        time.sleep(0.005)
+
+    code, _, _ = stage_process.run(command("reals", root))
+    first.join()
+    assert code == 2
+    assert first.exitcode == 0
+    assert data_files(root) == data_files(copies["reals"])
+    assert [path.name for path in (root / "manifests" / "reals").glob("*.jsonl")] == ["shard-0-of-1.jsonl"]
 
 
 def test_damaged_and_unrecorded_files_are_redone(tmp_path, sample_recipe):
