@@ -145,7 +145,7 @@ def wait_for_stage(root: DatasetRoot, stage: str, item_ids: list[str], shard: Sh
         return
     started = time.monotonic()
     pause = 0.2
-    last_log = started
+    last_log = None
     while True:
         unfinished = unfinished_items(root, stage, item_ids)
         if not unfinished:
@@ -162,7 +162,7 @@ def wait_for_stage(root: DatasetRoot, stage: str, item_ids: list[str], shard: Sh
                 f"Check those processes with `brgen shards {root.path}`, start the missing ones (--shard I/{shard.count}), "
                 "or raise --wait-timeout. Then re-run this command, which keeps finished items"
             )
-        if waited == 0 or time.monotonic() - last_log > 300:
+        if last_log is None or time.monotonic() - last_log > 300:
             logger.info("%s: waiting for shard(s) %s to finish %d item(s) before the next stage", stage, shards, len(unfinished))
             last_log = time.monotonic()
         time.sleep(min(pause, max(timeout - waited, 0.0)))
