@@ -19,7 +19,12 @@ def built_root(tmp_path, sample_recipe):
 
 
 def snapshot(root: DatasetRoot) -> dict:
-    return {path.relative_to(root.path).as_posix(): path.stat().st_mtime_ns for path in root.path.rglob("*") if path.is_file()}
+    """Modification times of the dataset's files; shard lock and state files, rewritten by every run, are left out."""
+    return {
+        path.relative_to(root.path).as_posix(): path.stat().st_mtime_ns
+        for path in root.path.rglob("*")
+        if path.is_file() and not path.name.endswith((".lock", ".state.json"))
+    }
 
 
 def test_build_writes_release_layout(built_root):
