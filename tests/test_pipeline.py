@@ -3,27 +3,11 @@
 import json
 
 import numpy as np
-import pytest
 
-from brgen_build.cli import main
 from brgen_build.files import read_png
 from brgen_build.layout import DatasetRoot
 from brgen_build.manifest import read_records
-
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit:
-        return exit.code or 0
-    return 0
-
-
-@pytest.fixture
-def built_root(tmp_path, sample_recipe):
-    root = tmp_path / "root"
-    assert run_cli("build", "--stage", "all", "--root", str(root), "--recipe", str(sample_recipe), "--no-progress") == 0
-    return DatasetRoot(root)
+from conftest import run_cli
 
 
 def snapshot(root: DatasetRoot) -> dict:
