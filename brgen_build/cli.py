@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from brgen_build import __version__
+from brgen_build import __version__, dataset_cli
 from brgen_build.engine import StageSummary, run_stage
 from brgen_build.errors import BrgenError
 from brgen_build.layout import DatasetRoot
@@ -18,7 +17,7 @@ from brgen_build.seeding import Shard, parse_shard, shard_from_environment
 from brgen_build.stages.inpaint import InpaintStage, build_inpainter
 from brgen_build.stages.masks import MasksStage
 from brgen_build.stages.reals import RealsStage
-from brgen_build.verify import report_json, verify
+from brgen_build.verify import verify
 from inpainters import registry
 from inpainters.base import MethodError
 
@@ -151,30 +150,6 @@ def inpaint(method: str, weights: str | None, device: str | None, batch_size: in
         sys.exit(1)
 
 
-@cli.command(name="verify")
-@click.argument("root_argument", required=False, type=click.Path(file_okay=False))
-@click.option("--method", "methods", multiple=True, help="Method(s) whose forgeries must be complete. Default: every method in the recipe.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report instead of the summary.")
-@root_option
-def verify_command(root_argument: str | None, methods: tuple[str, ...], as_json: bool, root_path: str) -> None:
-    """Check a dataset: files present, hashes, decoding, sizes, mask values, pixels outside masks.
-
-    Read-only. Exits with 0 only when every check holds.
-
-    \b
-    Example:
-      brgen verify /data/br-gen --json > verify.json
-    """
-    root = DatasetRoot(root_argument or root_path)
-    recipe = root.load_recipe(None)
-    for name in methods:
-        registry.get(name)
-    report = verify(root, recipe, list(methods) or None)
-    click.echo(report_json(report) if as_json else report.summary())
-    if not report.ok:
-        sys.exit(1)
-
-
 @cli.command()
 @click.option("--out", "out", type=click.Path(file_okay=False), default="brgen-sample", show_default=True, help="Folder for the sample dataset.")
 @progress_option
@@ -209,6 +184,9 @@ def quickstart(out: str, no_progress: bool) -> None:
     click.echo(f"dataset: {root.path} (methods run: {', '.join(ran)})")
     if not report.ok:
         sys.exit(1)
+
+
+cli.add_command(dataset_cli.verify_command)
 
 
 def main(argv: list[str] | None = None) -> None:

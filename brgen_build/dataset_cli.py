@@ -1,0 +1,61 @@
+"""CLI commands that read a finished (or growing) dataset root: verify, export, report and status."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from brgen_build.errors import BrgenError
+from brgen_build.layout import DatasetRoot
+from brgen_build.workers import usable_cpus
+
+
+def open_root(root_argument: str | None, root_option: str | None = None) -> DatasetRoot:
+    """Resolve the dataset root (ROOT, else --root, else $BRGEN_ROOT, else the current folder) and check its recipe.yaml."""
+    root = DatasetRoot(root_argument or root_option or os.environ.get("BRGEN_ROOT", "."))
+    if not root.recipe_path.is_file():
+        raise BrgenError(f"{root.path} is not a brgen dataset root (no recipe.yaml); pass the folder given to `brgen build --root`")
+    return root
+
+
+root_argument = click.argument("root_argument", metavar="[ROOT]", required=False, type=click.Path(file_okay=False))
+root_option = click.option("--root", "-r", "root_option", type=click.Path(file_okay=False), default=None,
+                           help="Dataset root, as an alternative to ROOT. Default: $BRGEN_ROOT, else the current folder.")
+progress_option = click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+
+
+@click.command(name="verify")
+@root_argument
+@click.option("--method", "methods", multiple=True, help="Method(s) whose forgeries must be complete. Default: every method in the recipe.")
+@click.option("--against", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of an unpacked official BR-Gen download: report which release names the rebuild covers and the mask IoU per kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report instead of the summary.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Processes that read, hash and decode files. Default: the number of usable CPUs.")
+@root_option
+@progress_option
+def verify_command(root_argument: str | None, methods: tuple[str, ...], against: str | None, as_json: bool,
+                   workers: int | None, root_option: str | None, no_progress: bool) -> None:
+    """Check a dataset: completeness against the recipe, file hashes and decoding, sizes, mask values, pixels outside masks.
+
+    Read-only. Exits with 0 only when every check holds, 1 when a problem was found.
+
+    \b
+    Example:
+      brgen verify /data/br-gen --against /data/BR-Gen-release --json > verify.json
+    """
+    from brgen_build.verify import report_json, verify
+    from inpainters import registry
+
+    root = open_root(root_argument, root_option)
+    recipe = root.load_recipe(None)
+    for name in methods:
+        registry.get(name)
+    report = verify(root, recipe, list(methods) or None, workers or usable_cpus(),
+                    Path(against) if against else None, progress=not no_progress and not as_json)
+    click.echo(report_json(report) if as_json else report.summary())
+    if not report.ok:
+        sys.exit(1)
