@@ -187,6 +187,7 @@ def quickstart(out: str, no_progress: bool) -> None:
 
 
 cli.add_command(dataset_cli.verify_command)
+cli.add_command(dataset_cli.export_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,3 +59,42 @@ def verify_command(root_argument: str | None, methods: tuple[str, ...], against:
     click.echo(report_json(report) if as_json else report.summary())
     if not report.ok:
         sys.exit(1)
+
+
+@click.command(name="export")
+@root_argument
+@click.option("--format", "format_name", type=click.Choice(["imdlbenco", "hf", "webdataset"]), required=True,
+              help="imdlbenco: IMDLBenCo JSON lists; hf: Hugging Face image folder; webdataset: tar shards.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder. Default: ROOT/exports/FORMAT.")
+@click.option("--seed", type=int, default=None, help="Seed of the balanced downsampling (imdlbenco) and the sample order (webdataset). Default: the recipe's seed.")
+@click.option("--link", type=click.Choice(["hard", "symlink", "copy"]), default="hard", show_default=True,
+              help="hf: how images get into the image folder (hard links fall back to copies across file systems).")
+@click.option("--shard-samples", type=click.IntRange(min=1), default=1000, show_default=True, help="webdataset: samples per tar shard.")
+@root_option
+def export_command(root_argument: str | None, format_name: str, out: str | None, seed: int | None, link: str,
+                   shard_samples: int, root_option: str | None) -> None:
+    """Export the dataset for training: IMDLBenCo JSON lists, a Hugging Face image folder or WebDataset shards.
+
+    Only items with an ok record are exported; run `brgen verify` first for the full checks.
+
+    \b
+    Examples:
+      brgen export /data/br-gen --format imdlbenco
+      brgen export /data/br-gen --format hf --out /data/br-gen-hf
+    """
+    from brgen_build.export import export
+
+    root = open_root(root_argument, root_option)
+    recipe = root.load_recipe(None)
+    if format_name == "webdataset":
+        _require("webdataset", "webdataset")
+    written = export(root, recipe, format_name, out, seed, link, shard_samples)
+    for path in written:
+        click.echo(str(path))
+
+
+def _require(module: str, package: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise BrgenError(f"this export needs the `{package}` package; install it with pip install 'brgen[export]'") from None
