@@ -188,6 +188,8 @@ def quickstart(out: str, no_progress: bool) -> None:
 
 cli.add_command(dataset_cli.verify_command)
 cli.add_command(dataset_cli.export_command)
+cli.add_command(dataset_cli.report_group)
+cli.add_command(dataset_cli.status_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -98,3 +98,68 @@ def _require(module: str, package: str) -> None:
         __import__(module)
     except ImportError:
         raise BrgenError(f"this export needs the `{package}` package; install it with pip install 'brgen[export]'") from None
+
+
+class DefaultGroup(click.Group):
+    """A group that runs its `default` subcommand when the first argument names no subcommand.
+
+    So `brgen report ROOT` runs `brgen report dataset ROOT`, while `brgen report OTHER ...` still reaches
+    another subcommand registered on the group.
+    """
+
+    def __init__(self, *args, default: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, context: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = [self.default, *args]
+        return super().parse_args(context, args)
+
+
+@click.group(name="report", cls=DefaultGroup, default="dataset")
+def report_group() -> None:
+    """Make reports a person can look at. Without a subcommand, runs `dataset`.
+
+    \b
+    Example:
+      brgen report /data/br-gen
+    """
+
+
+@report_group.command(name="dataset")
+@root_argument
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for report.html and its PNGs. Default: ROOT/report.")
+@click.option("--examples", type=click.IntRange(min=1), default=4, show_default=True, help="Forgeries per method and kind on the contact sheets.")
+@click.option("--seed", type=int, default=None, help="Seed that picks the contact-sheet examples. Default: the recipe's seed.")
+@root_option
+def report_dataset(root_argument: str | None, out: str | None, examples: int, seed: int | None, root_option: str | None) -> None:
+    """Write an HTML page with contact sheets, mask-area histograms, time per forgery and failures by reason.
+
+    The page embeds its figures, so it opens anywhere without network; the PNGs are written next to it.
+
+    \b
+    Example:
+      brgen report dataset /data/br-gen --out /tmp/br-gen-report
+    """
+    from brgen_build.dataset_report import build_report
+
+    root = open_root(root_argument, root_option)
+    click.echo(str(build_report(root, Path(out) if out else None, examples, seed)))
+
+
+@click.command(name="status")
+@root_argument
+@root_option
+def status_command(root_argument: str | None, root_option: str | None) -> None:
+    """Print how far each stage has come: done, skipped, failed and pending items, from the manifests.
+
+    \b
+    Example:
+      brgen status /data/br-gen
+    """
+    from brgen_build.catalog import Catalog
+    from brgen_build.status import format_status, stage_progress
+
+    root = open_root(root_argument, root_option)
+    click.echo(format_status(stage_progress(Catalog.load(root), root.load_recipe(None))))
