@@ -32,13 +32,13 @@ def text_width(text: str, size: int) -> int:
 
 
 def thumbnail(image: Image.Image, width: int) -> Image.Image:
-    """An RGB copy of `image` scaled to `width` pixels wide, keeping its aspect ratio."""
+    """Return an RGB copy of `image` scaled to `width` pixels wide, keeping its aspect ratio."""
     height = max(1, round(image.height * width / image.width))
     return image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
 
 
 def contact_sheet(rows: list[tuple[str, list[Image.Image]]], column_titles: list[str], width: int = 256) -> Image.Image:
-    """Rows of images side by side, each row with a caption above it and a title above each column.
+    """Draw rows of images side by side, each row with a caption above it and a title above each column.
 
     Every image is scaled to `width` pixels wide; a row is as tall as its tallest image.
     """
@@ -73,7 +73,7 @@ def _fit(text: str, width: int, size: int) -> str:
 
 
 def histogram(title: str, values: list[float], bins: int = 20, width: int = 520, height: int = 170) -> Image.Image:
-    """A histogram of shares in 0..1 (shown as 0-100 %), with the count of the fullest bin on the y axis."""
+    """Draw a histogram of shares in 0..1 (shown as 0-100 %), with the count of the fullest bin on the y axis."""
     counts, _ = np.histogram(np.clip(values, 0.0, 1.0), bins=bins, range=(0.0, 1.0))
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -99,7 +99,7 @@ def histogram(title: str, values: list[float], bins: int = 20, width: int = 520,
 
 
 def bar_chart(title: str, rows: list[tuple[str, float]], unit: str, width: int = 520) -> Image.Image:
-    """Horizontal bars, one per (label, value), with the value and `unit` printed after each bar."""
+    """Draw horizontal bars, one per (label, value), with the value and `unit` printed after each bar."""
     row_height = 24
     height = 30 + row_height * max(1, len(rows)) + PADDING
     image = Image.new("RGB", (width, height), BACKGROUND)
@@ -118,7 +118,7 @@ def bar_chart(title: str, rows: list[tuple[str, float]], unit: str, width: int =
 
 
 def stack(images: list[Image.Image]) -> Image.Image:
-    """Images one below the other on a white background."""
+    """Stack images one below the other on a white background."""
     width = max(image.width for image in images)
     sheet = Image.new("RGB", (width, sum(image.height for image in images)), BACKGROUND)
     top = 0

@@ -51,7 +51,7 @@ class Sample:
     text_guided: bool = False
 
     def metadata(self) -> dict:
-        """The sample's facts as exported in metadata.jsonl and WebDataset JSON."""
+        """Return the sample's facts as exported in metadata.jsonl and WebDataset JSON."""
         return {
             "id": self.id,
             "label": self.label,

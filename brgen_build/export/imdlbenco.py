@@ -44,10 +44,10 @@ VALIDATION_LISTS: dict[str, Callable[[Sample], bool]] = {
 
 
 def balanced(reals: list[Sample], forgeries: list[Sample], seed: int, purpose: str) -> list[Sample]:
-    """Real photos plus forgeries downsampled to their number, ranked by a hash of the seed and each id.
+    """Return the real photos plus forgeries downsampled to their number, ranked by a hash of the seed and each id.
 
-    The choice depends only on the seed and the set of ids, never on listing order; with fewer
-    forgeries than real photos every forgery is kept.
+    The choice depends only on the seed and the set of ids, never on listing order. With fewer
+    forgeries than real photos, every forgery is kept.
     """
     ranked = sorted(forgeries, key=lambda sample: (stable_hash(seed, purpose, sample.id), sample.id))
     chosen = sorted(ranked[: len(reals)], key=lambda sample: sample.id)

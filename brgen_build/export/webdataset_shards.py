@@ -1,8 +1,8 @@
 """WebDataset tar shards: `<out>/<split>/brgen-<split>-000000.tar`, ... per split.
 
 Each sample has three members under its key: `png` (the real photo or the forgery), `mask.png` (the Gt
-mask, all zeros for a real photo, so every sample has the same fields) and `json` (label, ids, method,
-kind, source, prompt, seed). Samples are written in a seeded random order, so every shard mixes real
+mask) and `json` (label, ids, method, kind, source, prompt, seed). A real photo gets an all-zero mask, so
+every sample has the same fields. Samples are written in a seeded random order, so every shard mixes real
 photos and forgeries of all methods, as shard-level shuffling in a training loader expects.
 """
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def sample_key(sample: Sample) -> str:
-    """The tar key of a sample: WebDataset splits member names at the first dot, so dots become `_`."""
+    """Return the tar key of a sample. WebDataset splits member names at the first dot, so dots become `_`."""
     return sample.id.replace(".", "_")
 
 
@@ -60,7 +60,7 @@ def write_shards(root: DatasetRoot, samples: dict[str, list[Sample]], out_dir: P
 
 
 def _empty_mask(image_path: Path, cache: dict[tuple[int, int], bytes]) -> bytes:
-    """An all-zero 8-bit mask PNG of the image's size, encoded once per size."""
+    """Encode an all-zero 8-bit mask PNG of the image's size, once per size."""
     from PIL import Image
 
     with Image.open(image_path) as image:
