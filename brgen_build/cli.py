@@ -18,6 +18,7 @@ from brgen_build.stages.inpaint import InpaintStage, build_inpainter
 from brgen_build.stages.masks import MasksStage
 from brgen_build.stages.reals import RealsStage
 from brgen_build.verify import verify
+from brgen_build.workers import usable_cpus
 from inpainters import registry
 from inpainters.base import MethodError
 
@@ -117,7 +118,7 @@ def build(stage: str, methods: tuple[str, ...], root_path: str, recipe_path: str
             _report(summary)
             failed += summary.failed
     if stage in ("verify", "all"):
-        report = verify(root, recipe, selected)
+        report = verify(root, recipe, selected, workers=usable_cpus(), progress=not no_progress)
         click.echo(report.summary())
         failed += len(report.problems)
     if failed:

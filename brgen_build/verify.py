@@ -216,7 +216,7 @@ class Verifier:
         return False
 
     def _check_path(self, item: str, recorded: str, expected: Path) -> None:
-        expected_relative = self.root.relative(expected)
+        expected_relative = expected.relative_to(self.root.path).as_posix()
         if recorded != expected_relative:
             self.report.add_problem("name", item, recorded, f"record names its file {recorded}, the release layout names it {expected_relative}")
 
@@ -326,8 +326,9 @@ class Verifier:
         for folder, part in folders:
             if not folder.is_dir():
                 continue
+            folder_relative = folder.relative_to(self.root.path).as_posix()
             for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
-                relative = self.root.relative(Path(entry.path))
+                relative = f"{folder_relative}/{entry.name}"
                 if entry.name.startswith(TEMPORARY_PREFIX):
                     self.report.warnings.append(f"{relative}: temporary file left by an interrupted write; safe to delete")
                     continue

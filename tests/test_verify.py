@@ -135,6 +135,25 @@ def test_gt_differing_from_mask_is_named(root):
     assert checks_named(report) == [("gt_mask", f"val/Gt/{STUFF}_mask.png")]
 
 
+@pytest.mark.parametrize(("recorded_offset", "checks"), [(0.0, []), (0.01, [("changed_share", f"val/Tp/{STUFF}.png")])])
+def test_full_regeneration_share(root, recorded_offset, checks):
+    path = root.tp("val", STUFF)
+    gt = read_png(root.gt("val", STUFF))
+    forgery = read_png(path).copy()
+    outside = np.argwhere(gt == 0)[:10]
+    forgery[outside[:, 0], outside[:, 1]] = 255 - forgery[outside[:, 0], outside[:, 1]]
+    Image.fromarray(forgery).save(path)
+    record = dict(read_records(root.manifest_dir(STAGE))[STUFF])
+    record.pop("finished_at")
+    record["full_regeneration"] = True
+    record["changed_outside_before_paste"] = round(10 / int(np.count_nonzero(gt == 0)) + recorded_offset, 6)
+    record["files"] = {**record["files"], "tp": {**record["files"]["tp"], "sha256": sha256_file(path), "bytes": path.stat().st_size}}
+    with ManifestWriter(root.manifest_dir(STAGE) / "shard-0-of-1.jsonl") as writer:
+        writer.append(record)
+    report = run_verify(root)
+    assert checks_named(report) == checks
+
+
 def test_failed_record_counts_as_missing(root):
     with ManifestWriter(root.manifest_dir(STAGE) / "shard-0-of-1.jsonl") as writer:
         writer.append({"id": STUFF, "split": "val", "stage": STAGE, "status": "failed", "reason": "RuntimeError: out of memory"})
