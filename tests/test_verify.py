@@ -249,3 +249,8 @@ def test_against_folder_without_release_files(root, tmp_path):
 )
 def test_release_names(name, part, problem):
     assert release_name_problem(name, part, {"COCO", "ImageNet"}) == problem
+
+
+def test_folder_without_recipe_is_rejected(tmp_path, capsys):
+    assert run_cli("verify", str(tmp_path)) == 2
+    assert f"error: {tmp_path} is not a brgen dataset root (no recipe.yaml)" in capsys.readouterr().err
