@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from brgen_build import __version__
+from brgen_build import __version__, dataset_cli
 from brgen_build.engine import StageSummary, run_stage
 from brgen_build.errors import BrgenError
 from brgen_build.layout import DatasetRoot
@@ -20,8 +19,9 @@ from brgen_build.shards_command import shards_command
 from brgen_build.stages.inpaint import InpaintStage, build_inpainter
 from brgen_build.stages.masks import MasksStage
 from brgen_build.stages.reals import RealsStage
-from brgen_build.verify import report_json, verify
+from brgen_build.verify import verify
 from brgen_build.weights_cli import weights_group
+from brgen_build.workers import usable_cpus
 from inpainters import registry
 from inpainters.base import MethodError
 
@@ -166,7 +166,7 @@ def build(stage: str, methods: tuple[str, ...], root_path: str, recipe_path: str
         else:
             for summary in inpaint_summaries if in_sequence else []:
                 wait_for_stage(root, summary.stage, summary.item_ids, shard, wait_timeout)
-            report = verify(root, recipe, selected)
+            report = verify(root, recipe, selected, workers=usable_cpus(), progress=progress)
             click.echo(report.summary())
             problems = len(report.problems)
     if problems or not within_budget:
@@ -201,30 +201,6 @@ def inpaint(method: str, weights: str | None, device: str | None, batch_size: in
     inpainter.check()
     summary = run_stage(InpaintStage(root, recipe, inpainter), _shard(shard_text), progress=not no_progress)
     if not _report(summary, recipe.failure_budget):
-        sys.exit(1)
-
-
-@cli.command(name="verify")
-@click.argument("root_argument", required=False, type=click.Path(file_okay=False))
-@click.option("--method", "methods", multiple=True, help="Method(s) whose forgeries must be complete. Default: every method in the recipe.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report instead of the summary.")
-@root_option
-def verify_command(root_argument: str | None, methods: tuple[str, ...], as_json: bool, root_path: str) -> None:
-    """Check a dataset: files present, hashes, decoding, sizes, mask values, pixels outside masks.
-
-    Read-only. Exits with 0 only when every check holds.
-
-    \b
-    Example:
-      brgen verify /data/br-gen --json > verify.json
-    """
-    root = DatasetRoot(root_argument or root_path)
-    recipe = root.load_recipe(None)
-    for name in methods:
-        registry.get(name)
-    report = verify(root, recipe, list(methods) or None)
-    click.echo(report_json(report) if as_json else report.summary())
-    if not report.ok:
         sys.exit(1)
 
 
@@ -267,9 +243,13 @@ def quickstart(out: str, no_progress: bool) -> None:
 from brgen_build.filter_cli import filter_command, filter_report_command  # noqa: E402 (the module imports the options above)
 
 cli.add_command(filter_command)
-cli.add_command(filter_report_command)
+dataset_cli.report_group.add_command(filter_report_command)
 cli.add_command(weights_group)
 cli.add_command(shards_command)
+cli.add_command(dataset_cli.verify_command)
+cli.add_command(dataset_cli.export_command)
+cli.add_command(dataset_cli.report_group)
+cli.add_command(dataset_cli.status_command)
 
 
 def main(argv: list[str] | None = None) -> None:

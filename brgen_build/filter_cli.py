@@ -1,4 +1,4 @@
-"""The `brgen filter` and `brgen filter-report` commands, and the filter step of `brgen build`."""
+"""The `brgen filter` and `brgen report filter` commands, and the filter step of `brgen build`."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def filter_command(methods: tuple[str, ...], device: str | None, batch_size: int
         sys.exit(1)
 
 
-@click.command(name="filter-report")
+@click.command(name="filter")
 @click.argument("root_argument", required=False, type=click.Path(file_okay=False))
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="HTML file to write. Default: ROOT/reports/filter.html.")
@@ -85,7 +85,7 @@ def filter_report_command(root_argument: str | None, out: str | None, examples: 
 
     \b
     Example:
-      brgen filter-report /data/br-gen --out filter.html
+      brgen report filter /data/br-gen --out filter.html
     """
     root = DatasetRoot(root_argument or root_path)
     path = Path(out) if out else root.path / "reports" / "filter.html"

@@ -5,6 +5,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,34 @@ def sample_recipe(tmp_path) -> Path:
     return write_recipe(tmp_path, data)
 
 
+@pytest.fixture(scope="session")
+def built_sample(tmp_path_factory) -> Path:
+    """The two bundled photos built once per session with opencv-telea (reals, masks, forgeries).
+
+    Tests that change files must work on a copy (see `shutil.copytree`).
+    """
+    from brgen_build.cli import main
+
+    folder = tmp_path_factory.mktemp("built-sample")
+    data = sample_recipe_data()
+    data["methods"] = {"opencv-telea": {"radius": 3}}
+    recipe = write_recipe(folder, data)
+    root = folder / "root"
+    main(["build", "--stage", "all", "--root", str(root), "--recipe", str(recipe), "--no-progress"])
+    return root
+
+
+@pytest.fixture
+def built_root(built_sample, tmp_path):
+    """A copy of `built_sample` that the test may change."""
+    from brgen_build.layout import DatasetRoot
+
+    shutil.copytree(built_sample, tmp_path / "root")
+    return DatasetRoot(tmp_path / "root")
+
+
 def run_cli(*args: str) -> int:
-    """Run the brgen CLI in-process and return its exit code."""
+    """Run `brgen ARGS...` in this process and return its exit code."""
     from brgen_build.cli import main
 
     try:

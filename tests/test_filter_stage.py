@@ -280,7 +280,7 @@ def test_report_page_shows_outcomes_and_examples(telea_root):
 
 def test_report_command_writes_page(telea_root, capsys):
     out = telea_root.path / "page.html"
-    assert run_cli("filter-report", str(telea_root.path), "--out", str(out)) == 0
+    assert run_cli("report", "filter", str(telea_root.path), "--out", str(out)) == 0
     assert out.read_text().startswith("<!doctype html>")
 
 
