@@ -1,4 +1,4 @@
-"""Shared fixtures: recipes for the bundled sample written into a temporary folder."""
+"""Shared fixtures: recipes for the bundled sample written into a temporary folder, and one torch thread."""
 
 import os
 
@@ -36,3 +36,14 @@ def sample_recipe(tmp_path) -> Path:
     data = sample_recipe_data()
     data["methods"] = {"opencv-telea": {"radius": 3}}
     return write_recipe(tmp_path, data)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one thread: tiny models gain nothing from more, and the test machine's cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
