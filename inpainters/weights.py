@@ -32,11 +32,8 @@ def locate_weight_file(method: str, explicit: str | None, env_var: str, file_nam
         if path.is_file():
             return path
         looked_at.append(f"{path} (from {label})")
-    where = "; looked at " + ", ".join(looked_at) if looked_at else ""
-    raise MethodError(
-        f"{method}: weight file {file_name} not found{where}. It comes from {origin}. "
-        f"Pass --weights PATH, set {env_var}=PATH, or put it at $BRGEN_WEIGHTS_DIR/{method}/{file_name}"
-    )
+    fix = f"Pass --weights PATH, set {env_var}=PATH, or put it at $BRGEN_WEIGHTS_DIR/{method}/{file_name}"
+    raise _not_found(f"{method}: weight file {file_name}", looked_at, origin, fix)
 
 
 def locate_weight_dir(
@@ -70,11 +67,8 @@ def locate_weight_dir(
             return path
         problem = "not a folder" if not path.is_dir() else f"missing {', '.join(missing)}"
         looked_at.append(f"{path} (from {label}: {problem})")
-    where = "; looked at " + ", ".join(looked_at) if looked_at else ""
-    raise MethodError(
-        f"{method}: weight folder {folder_name} not found{where}. It comes from {origin}. "
-        f"Set {env_var}=PATH, pass the path in the recipe, or put the folder at $BRGEN_WEIGHTS_DIR/{method}/{folder_name}"
-    )
+    fix = f"Set {env_var}=PATH, pass the path in the recipe, or put the folder at $BRGEN_WEIGHTS_DIR/{method}/{folder_name}"
+    raise _not_found(f"{method}: weight folder {folder_name}", looked_at, origin, fix)
 
 
 def _candidates(
@@ -91,3 +85,8 @@ def _candidates(
     if weights_dir() is not None:
         return [("$BRGEN_WEIGHTS_DIR", weights_dir() / method / name)]
     return []
+
+
+def _not_found(what: str, looked_at: list[str], origin: str, fix: str) -> MethodError:
+    where = "; looked at " + ", ".join(looked_at) if looked_at else ""
+    return MethodError(f"{what} not found{where}. It comes from {origin}. {fix}")
