@@ -182,7 +182,7 @@ class DiffusionInpainter(Inpainter):
         return self._checkpoint
 
     def settings(self) -> dict:
-        """The recipe parameters of the method, without the paths (those are in the checkpoint record)."""
+        """Return the recipe parameters of the method without the paths, which the checkpoint record keeps."""
         return {key: value for key, value in self.params.items() if key not in ("weights", "base", "captioner")}
 
     # Inference.
@@ -222,7 +222,7 @@ class DiffusionInpainter(Inpainter):
         return results
 
     def generate(self, images: np.ndarray, holes: np.ndarray, prompts: list[Prompt], seeds: list[int]) -> np.ndarray:
-        """Inpaint a batch at working size: images [B,H,W,3] uint8 RGB, holes [B,H,W] bool; returns [B,H,W,3] uint8."""
+        """Inpaint a batch at working size (images [B,H,W,3] uint8 RGB, holes [B,H,W] bool) and return [B,H,W,3] uint8."""
         raise NotImplementedError
 
     def generation_info(self, prompt: Prompt) -> dict:
