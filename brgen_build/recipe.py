@@ -40,6 +40,8 @@ RUNTIME_KEYS = (
     "sources.*.max_missing",
     "split_list",
     "methods.*.weights",
+    "methods.*.base",
+    "methods.*.captioner",
     "methods.*.device",
     "methods.*.batch_size",
     "methods.*.dtype",
@@ -49,6 +51,9 @@ RUNTIME_KEYS = (
     "filter.scorers.*.weights",
     "failure_budget",
 )
+
+# Method parameters that hold paths (weight files and folders), which resolve against the recipe's folder.
+PATH_PARAMETERS = ("weights", "base", "captioner")
 
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
@@ -330,8 +335,9 @@ def _parse_methods(reader: _Reader, base: Path) -> dict[str, dict[str, Any]]:
         if not isinstance(params, dict):
             raise reader.fail(str(name), f"must be a mapping of parameters, got {params!r}")
         params = dict(params)
-        if "weights" in params and params["weights"] is not None:
-            params["weights"] = str(_Reader(params, reader.where, f"{reader.key}.{name}").path("weights", base))
+        for key in PATH_PARAMETERS:
+            if params.get(key) is not None:
+                params[key] = str(_Reader(params, reader.where, f"{reader.key}.{name}").path(key, base))
         methods[name] = params
     return methods
 
@@ -404,9 +410,10 @@ def _resolved_raw(
         if item.get("annotations") is not None:
             item["annotations"] = [str(path) for path in source.annotations]
     for params in (raw.get("methods") or {}).values():
-        if isinstance(params, dict) and params.get("weights"):
-            weights = Path(os.path.expandvars(os.path.expanduser(params["weights"])))
-            params["weights"] = str(weights if weights.is_absolute() else (base / weights).resolve())
+        for key in PATH_PARAMETERS:
+            if isinstance(params, dict) and params.get(key):
+                path = Path(os.path.expandvars(os.path.expanduser(params[key])))
+                params[key] = str(path if path.is_absolute() else (base / path).resolve())
     if quality_filter is not None:
         resolve_filter_paths(raw["filter"], quality_filter.scorers)
     return raw

@@ -98,6 +98,13 @@ class Inpainter(ABC):
         """Ids and hashes of the weights in use, recorded with every forgery."""
         return {}
 
+    def batch_key(self, height: int, width: int) -> tuple[int, int]:
+        """The size a photo of this size has inside the model; only photos with equal keys share a batch.
+
+        Methods that resize photos to a working size return it, so photos of different sizes can share a batch.
+        """
+        return height, width
+
     def settings(self) -> dict:
         """Parameters recorded with every forgery (steps, guidance, ...)."""
         return {key: value for key, value in self.params.items() if key != "weights"}

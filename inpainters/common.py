@@ -1,7 +1,8 @@
-"""Shared steps of every method: padding to a size multiple, mask binarisation and paste-back."""
+"""Shared steps of every method: padding to a size multiple, resizing, mask binarisation and paste-back."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -57,3 +58,25 @@ def changed_share(real: np.ndarray, other: np.ndarray, region: np.ndarray) -> fl
         return 0.0
     changed = np.any(real != other, axis=2) & region
     return float(changed.sum()) / count
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an HxWx3 uint8 image to `size` = (height, width): area averaging to shrink, bicubic to enlarge."""
+    height, width = image.shape[:2]
+    if (height, width) == tuple(size):
+        return image
+    shrinking = size[0] * size[1] < height * width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
+
+
+def resize_hole(hole: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a bool HxW hole mask to `size` = (height, width); a pixel touched by the hole stays hole.
+
+    Keeping every touched pixel makes the model's hole cover the whole native hole after resizing back,
+    so paste-back never takes unregenerated pixels from inside the mask.
+    """
+    if hole.shape == tuple(size):
+        return hole
+    coverage = cv2.resize(hole.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return coverage > 0

@@ -188,29 +188,30 @@ def component(method: str, name: str) -> Component:
     return entries[name]
 
 
-def locate(entry: Component, explicit: str | os.PathLike | None = None) -> tuple[Path, str]:
+def locate(entry: Component, explicit: str | os.PathLike | None = None, parameter: str = "weights") -> tuple[Path, str]:
     """Return the one path where a component is looked for, and what chose that path.
 
-    The explicit path (the recipe's or the command line's `weights`) wins, then the component's environment
-    variable, then the weights folder.
+    The explicit path (the recipe's or the command line's `parameter`, `weights` by default) wins, then the
+    component's environment variable, then the weights folder.
     """
     if explicit:
-        return Path(explicit).expanduser(), "the `weights` parameter"
+        return Path(explicit).expanduser(), f"the `{parameter}` parameter"
     if entry.env and os.environ.get(entry.env):
         return Path(os.environ[entry.env]).expanduser(), f"${entry.env}"
     return entry.default_path(weights_dir()), "the weights folder"
 
 
-def resolve(method: str, name: str, explicit: str | os.PathLike | None = None) -> Path:
+def resolve(method: str, name: str, explicit: str | os.PathLike | None = None, parameter: str = "weights") -> Path:
     """Return the local path of a component, or raise MissingWeightsError before any work starts.
 
     Args:
         method: the method's name (`lama`).
         name: the component (`generator`).
         explicit: a path from the recipe or the command line; when given, it is the only place looked at.
+        parameter: the method parameter `explicit` came from, for the error message.
     """
     entry = component(method, name)
-    path, label = locate(entry, explicit)
+    path, label = locate(entry, explicit, parameter)
     missing = entry.missing_files(path)
     if not missing:
         return path

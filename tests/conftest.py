@@ -1,4 +1,4 @@
-"""Shared fixtures: recipes for the bundled sample written into a temporary folder."""
+"""Shared fixtures: recipes for the bundled sample written into a temporary folder, and one torch thread."""
 
 import os
 
@@ -135,3 +135,14 @@ def run_cli(*args: str) -> int:
     except SystemExit as exit:
         return exit.code or 0
     return 0
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one thread: tiny models gain nothing from more, and the test machine's cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
