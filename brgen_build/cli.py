@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from brgen_build import __version__
+from brgen_build.detector_commands import eval_detector, train_detector
 from brgen_build.engine import StageSummary, run_stage
 from brgen_build.errors import BrgenError
 from brgen_build.layout import DatasetRoot
@@ -209,6 +210,10 @@ def quickstart(out: str, no_progress: bool) -> None:
     click.echo(f"dataset: {root.path} (methods run: {', '.join(ran)})")
     if not report.ok:
         sys.exit(1)
+
+
+cli.add_command(train_detector)
+cli.add_command(eval_detector)
 
 
 def main(argv: list[str] | None = None) -> None:
