@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+# The same choices as detector.distributed.PRECISIONS and detector.config.NOISE_BLOCKS, repeated here so
+# that building the CLI does not import torch and transformers.
 PRECISIONS = ("auto", "bf16", "fp32")
 NOISE_BLOCKS = ("published", "standard")
 

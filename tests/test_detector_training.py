@@ -133,3 +133,11 @@ def test_torchrun_two_processes(inputs, tmp_path):
     assert run_cli("eval-detector", "--checkpoint", str(output), "--data", f"stuff={inputs['release']}", "--output", str(single),
                    "--workers", "0", "--no-progress") == 0
     assert json.loads((single / "metrics.json").read_text())["datasets"]["stuff"] == pytest.approx(distributed, abs=1e-6)
+
+
+def test_cli_choices_match_detector():
+    from brgen_build import detector_commands
+    from detector import config, distributed
+
+    assert detector_commands.NOISE_BLOCKS == config.NOISE_BLOCKS
+    assert detector_commands.PRECISIONS == distributed.PRECISIONS
