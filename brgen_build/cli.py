@@ -9,6 +9,7 @@ import sys
 import click
 
 from brgen_build import __version__, dataset_cli
+from brgen_build.detector_commands import eval_detector, train_detector
 from brgen_build.engine import StageSummary, run_stage
 from brgen_build.errors import BrgenError
 from brgen_build.layout import DatasetRoot
@@ -250,6 +251,8 @@ cli.add_command(dataset_cli.verify_command)
 cli.add_command(dataset_cli.export_command)
 cli.add_command(dataset_cli.report_group)
 cli.add_command(dataset_cli.status_command)
+cli.add_command(train_detector)
+cli.add_command(eval_detector)
 
 
 def main(argv: list[str] | None = None) -> None:
