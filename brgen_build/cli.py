@@ -16,7 +16,6 @@ from brgen_build.layout import DatasetRoot
 from brgen_build.recipe import FailureBudget, Recipe
 from brgen_build.seeding import Shard, detect_shard, parse_shard
 from brgen_build.shards import wait_for_stage
-from brgen_build.shards_command import shards_command
 from brgen_build.stages.inpaint import InpaintStage, build_inpainter
 from brgen_build.stages.masks import MasksStage
 from brgen_build.stages.reals import RealsStage
@@ -246,7 +245,6 @@ from brgen_build.filter_cli import filter_command, filter_report_command  # noqa
 cli.add_command(filter_command)
 dataset_cli.report_group.add_command(filter_report_command)
 cli.add_command(weights_group)
-cli.add_command(shards_command)
 cli.add_command(dataset_cli.verify_command)
 cli.add_command(dataset_cli.export_command)
 cli.add_command(dataset_cli.report_group)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -150,16 +152,30 @@ def report_dataset(root_argument: str | None, out: str | None, examples: int, se
 
 @click.command(name="status")
 @root_argument
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per stage shard instead of the tables.")
 @root_option
-def status_command(root_argument: str | None, root_option: str | None) -> None:
-    """Print how far each stage has come: done, skipped, failed and pending items, from the manifests.
+def status_command(root_argument: str | None, as_json: bool, root_option: str | None) -> None:
+    """Print how far each stage has come, in all and per shard, from the manifests. Read-only.
+
+    The first table counts done, skipped, failed and pending items per stage. The second has one line per
+    stage shard. A shard is `running` while a process holds its lock (the line names the host and pid), else
+    `finished`, `stopped` (an error such as a full disk ended the run) or `interrupted` (the process was
+    killed). Re-run the same build command to continue a stopped or interrupted shard.
 
     \b
     Example:
       brgen status /data/br-gen
     """
     from brgen_build.catalog import Catalog
-    from brgen_build.status import format_status, stage_progress
+    from brgen_build.shards import shard_progress
+    from brgen_build.status import format_shard_table, format_status, stage_progress
 
     root = open_root(root_argument, root_option)
+    shards = shard_progress(root)
+    if as_json:
+        for row in shards:
+            click.echo(json.dumps(asdict(row)))
+        return
     click.echo(format_status(stage_progress(Catalog.load(root), root.load_recipe(None))))
+    click.echo("")
+    click.echo(format_shard_table(shards) if shards else "no stage shard has run yet")

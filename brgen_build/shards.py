@@ -159,7 +159,7 @@ def wait_for_stage(root: DatasetRoot, stage: str, item_ids: list[str], shard: Sh
             raise BrgenError(
                 f"timed out after {waited:.0f} s waiting for stage {stage} to finish in the other shards: "
                 f"{len(unfinished)} item(s) have no final record yet (e.g. {unfinished[0]}), owned by shard(s) {shards}. "
-                f"Check those processes with `brgen shards {root.path}`, start the missing ones (--shard I/{shard.count}), "
+                f"Check those processes with `brgen status {root.path}`, start the missing ones (--shard I/{shard.count}), "
                 "or raise --wait-timeout. Then re-run this command, which keeps finished items"
             )
         if last_log is None or time.monotonic() - last_log > 300:
@@ -171,7 +171,7 @@ def wait_for_stage(root: DatasetRoot, stage: str, item_ids: list[str], shard: Sh
 
 @dataclass
 class ShardProgress:
-    """Progress of one shard of one stage, as `brgen shards` shows it."""
+    """Progress of one shard of one stage, as `brgen status` shows it."""
 
     stage: str
     shard: str

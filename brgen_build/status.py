@@ -14,6 +14,7 @@ import numpy as np
 from brgen_build.catalog import INPAINT_STAGE_PREFIX, Catalog, expected_split_sizes
 from brgen_build.manifest import FAILED, OK, SKIPPED
 from brgen_build.recipe import Recipe
+from brgen_build.shards import ShardProgress
 
 BAR_WIDTH = 24
 
@@ -77,4 +78,17 @@ def format_status(progress: list[StageProgress]) -> str:
         if stage.pending and stage.median_seconds is not None:
             line += f"  ~{stage.pending * stage.median_seconds / 3600:.1f} h left in one process"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def format_shard_table(rows: list[ShardProgress]) -> str:
+    """Format one line per stage shard: its state, records by status, items left and the process on it."""
+    lines = [f"{'stage':<22} {'shard':<7} {'status':<12} {'planned':>7} {'ok':>7} {'skipped':>7} {'failed':>7} {'left':>7}  detail"]
+    for row in rows:
+        planned = "-" if row.planned is None else row.planned
+        left = "-" if row.pending is None else row.pending
+        lines.append(
+            f"{row.stage:<22} {row.shard:<7} {row.status:<12} {planned:>7} {row.counts['ok']:>7} "
+            f"{row.counts['skipped']:>7} {row.counts['failed']:>7} {left:>7}  {row.detail}"
+        )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Shards: the split, launcher variables, GPU choice, shard locks, waits between stages, failure budgets, `brgen shards`."""
+"""Shards: the split, launcher variables, GPU choice, shard locks, waits between stages, failure budgets, `brgen status`."""
 
 import json
 import os
@@ -241,15 +241,15 @@ def test_failure_budget_sets_exit_code(tmp_path, masks_built, failing_stuff, cap
     assert f"2 failed item(s) {message} the recipe's failure_budget" in captured.err
 
 
-def test_shards_command_shows_each_shard(tmp_path, sample_recipe, capsys):
+def test_status_shows_each_shard(tmp_path, sample_recipe, capsys):
     root = DatasetRoot(tmp_path / "root")
     assert run_cli("build", "--stage", "reals", "--root", str(root.path), "--recipe", str(sample_recipe), "--shard", "0/2", "--no-progress") == 0
     state = {"stage": "reals", "shard": "1/2", "started_at": "2026-01-01T00:00:00.000+00:00", "finished_at": None, "pending": 1, "planned": 1, "host": "n1", "pid": 7}
     (root.manifest_dir("reals") / "shard-1-of-2.state.json").write_text(json.dumps(state))
     capsys.readouterr()
     with FileLock(root.manifest_dir("masks") / "shard-0-of-1.lock", "stage masks, shard 0/1"):
-        assert run_cli("shards", str(root.path)) == 0
-    lines = capsys.readouterr().out.splitlines()
+        assert run_cli("status", str(root.path)) == 0
+    lines = capsys.readouterr().out.split("\n\n")[1].splitlines()
     rows = {tuple(line.split()[:3]) for line in lines[1:]}
     assert rows == {("reals", "0/2", "finished"), ("reals", "1/2", "interrupted"), ("masks", "0/1", "running")}
     assert f"pid {os.getpid()}" in next(line for line in lines if line.startswith("masks"))
