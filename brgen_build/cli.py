@@ -223,19 +223,25 @@ def quickstart(out: str, no_progress: bool) -> None:
     progress = not no_progress
     _report(run_stage(RealsStage(root, recipe), progress=progress), recipe.failure_budget)
     _report(run_stage(MasksStage(root, recipe), progress=progress), recipe.failure_budget)
-    ran = []
+    ran, not_run = [], []
     for method in recipe.methods:
         inpainter = build_inpainter(recipe, method)
         try:
             inpainter.check()
         except MethodError as error:
-            click.echo(f"{method}: not run, {error}")
+            logger.info("quickstart: %s not run: %s", method, error)
+            not_run.append(method)
             continue
         _report(run_stage(InpaintStage(root, recipe, inpainter), progress=progress), recipe.failure_budget)
         ran.append(method)
     report = verify(root, recipe, ran)
     click.echo(report.summary())
     click.echo(f"dataset: {root.path} (methods run: {', '.join(ran)})")
+    if not_run:
+        click.echo(
+            f"not run, weights not found: {', '.join(not_run)}. `brgen weights list` shows where each file is "
+            "expected and `brgen weights fetch METHOD` downloads it; then run this command again"
+        )
     if not report.ok:
         sys.exit(1)
 
