@@ -70,6 +70,9 @@ class Stage:
     def prepare(self, pending: list[Item]) -> None:
         """Called once before processing when there is work to do (load models here, not in plan)."""
 
+    def finish(self) -> None:
+        """Called once after processing, also when it stopped on an error (release worker pools here)."""
+
     def batches(self, pending: list[Item]) -> Iterable[list[Item]]:
         for start in range(0, len(pending), self.batch_size):
             yield pending[start : start + self.batch_size]
@@ -105,7 +108,15 @@ def run_stage(stage: Stage, shard: Shard = Shard(), progress: bool = True) -> St
         logger.info("%s: nothing to do, %d items already done", stage.name, len(items))
         return summary
 
-    stage.prepare(pending)
+    try:
+        stage.prepare(pending)
+        _process_pending(stage, pending, shard, summary, progress)
+    finally:
+        stage.finish()
+    return summary
+
+
+def _process_pending(stage: Stage, pending: list[Item], shard: Shard, summary: StageSummary, progress: bool) -> None:
     manifest_path = stage.root.manifest_dir(stage.name) / f"{shard.label}.jsonl"
     with ManifestWriter(manifest_path) as writer, tqdm(total=len(pending), desc=stage.name, unit="item", disable=not progress) as bar:
         for batch in stage.batches(pending):
@@ -133,4 +144,3 @@ def run_stage(stage: Stage, shard: Shard = Shard(), progress: bool = True) -> St
                     logger.info("%s: %s skipped: %s", stage.name, record["id"], record["reason"])
             bar.update(len(batch))
             bar.set_postfix(ok=summary.counts[OK], skipped=summary.counts[SKIPPED], failed=summary.counts[FAILED])
-    return summary
