@@ -96,6 +96,15 @@ def index_images(images: list, problems: list[str]) -> dict[int, dict]:
     return indexed
 
 
+def empty_image_annotations(images: dict[int, dict], by_file_name: dict[str, int], file_name: str) -> ImageAnnotations | None:
+    """Start the annotations of the image called `file_name` (folders ignored); None when `images` lacks it."""
+    image_id = by_file_name.get(PurePosixPath(file_name).name)
+    if image_id is None:
+        return None
+    image = images[image_id]
+    return ImageAnnotations(image_id, image["file_name"], int(image["height"]), int(image["width"]))
+
+
 def check_image_reference(owner: str, image_id: object, images: dict[int, dict]) -> str | None:
     """Describe why `image_id` of an annotation cannot be used, or return None when it names an image."""
     if isinstance(image_id, bool) or not isinstance(image_id, int):
@@ -152,11 +161,10 @@ class CocoAnnotations:
 
     def for_file(self, file_name: str) -> ImageAnnotations | None:
         """Segments of the image whose file name (folders ignored) is `file_name`, or None if not annotated."""
-        image_id = self.by_file_name.get(PurePosixPath(file_name).name)
-        if image_id is None:
+        result = empty_image_annotations(self.images, self.by_file_name, file_name)
+        if result is None:
             return None
-        image = self.images[image_id]
-        result = ImageAnnotations(image_id, image["file_name"], int(image["height"]), int(image["width"]))
+        image_id = result.image_id
         for annotation in self._annotations.get(image_id, []):
             rle, problem = to_rle(annotation, result.height, result.width, self.category_ids)
             if problem:

@@ -13,7 +13,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from mask_gen.categories import CategoryTable
-from mask_gen.coco import ImageAnnotations, Segment, check_image_reference, index_images, load_json
+from mask_gen.coco import ImageAnnotations, Segment, check_image_reference, empty_image_annotations, index_images, load_json
 from mask_gen.pngstore import PngStore
 
 
@@ -60,11 +60,10 @@ class PanopticAnnotations:
 
     def for_file(self, file_name: str) -> ImageAnnotations | None:
         """Segments of the image whose file name is `file_name`, or None if the JSON does not list it."""
-        image_id = self.by_file_name.get(PurePosixPath(file_name).name)
-        if image_id is None:
+        result = empty_image_annotations(self.images, self.by_file_name, file_name)
+        if result is None:
             return None
-        image = self.images[image_id]
-        result = ImageAnnotations(image_id, image["file_name"], int(image["height"]), int(image["width"]))
+        image_id = result.image_id
         annotation = self._annotations.get(image_id)
         if annotation is None:
             result.error = f"image {image_id} has no entry in the panoptic `annotations` of {self.source}"

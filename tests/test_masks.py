@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from brgen_build.engine import run_stage
 from brgen_build.files import read_png
-from brgen_build.layout import DatasetRoot
-from brgen_build.manifest import read_records
-from brgen_build.stages.masks import MasksStage
-from brgen_build.stages.reals import RealsStage
-from conftest import SAMPLE_DIR, sample_recipe_data, write_recipe
+from conftest import SAMPLE_DIR, sample_recipe_data
+from mask_fixtures import build_masks
 
 PHOTOS = {"COCO_000000142238": 142238, "COCO_000000439180": 439180}
 
@@ -34,14 +30,6 @@ def reference_pixels(image_id: int):
         else:
             stuff |= mask_utils.decode(rle).astype(bool)
     return stuff, largest, image["height"] * image["width"]
-
-
-def build_masks(tmp_path, data):
-    root = DatasetRoot(tmp_path / "root")
-    recipe = root.load_recipe(write_recipe(tmp_path, data))
-    run_stage(RealsStage(root, recipe), progress=False)
-    summary = run_stage(MasksStage(root, recipe), progress=False)
-    return root, read_records(root.manifest_dir("masks")), summary
 
 
 def test_mask_areas_match_the_rle(tmp_path):
