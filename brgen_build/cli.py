@@ -211,6 +211,11 @@ def quickstart(out: str, no_progress: bool) -> None:
         sys.exit(1)
 
 
+from brgen_build.report_cli import report_group  # noqa: E402 (registered after the core commands)
+
+cli.add_command(report_group)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors print a message and exit with 2 instead of a traceback."""
     try:
