@@ -3,6 +3,10 @@
 A stage never leaves a half-written file under its final name: data goes to a temporary file in the same
 folder, is flushed to disk, and is then renamed over the target. A crash leaves at most a `.tmp-*` file,
 which the next run ignores and overwrites.
+
+A write with `durable=False` skips the fsync. A process crash still leaves the old file or the new one, but
+after a power loss the renamed file may be empty. Stages use it only for files whose manifest record
+stores a sha256, because the engine redoes an item whose file does not match its record.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -33,8 +38,8 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file, fsync and rename.
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` through a temporary file, fsync (unless `durable` is False) and rename.
 
     Raises:
         BrgenError: the folder is read-only or the disk is full; no partial file is left behind.
@@ -46,7 +51,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
@@ -70,6 +76,25 @@ def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """Encode an HxW uint8 mask (0 and 255) as a single-channel 8-bit PNG.
+
+    OpenCV with zlib level 1, the RLE strategy and no row filter: on 640x427 COCO masks this measured
+    about twice as fast as `encode_png` and 20 % smaller (benchmarks/bench_masks.py, 2 CPU cores).
+    """
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        raise ValueError(f"masks must be HxW uint8 arrays, got {mask.dtype} of shape {mask.shape}")
+    parameters = [
+        cv2.IMWRITE_PNG_COMPRESSION, 1,
+        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+        cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
+    ]
+    ok, encoded = cv2.imencode(".png", mask, parameters)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a mask of shape {mask.shape} as PNG")
+    return encoded.tobytes()
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> dict:

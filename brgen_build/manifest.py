@@ -1,9 +1,9 @@
 """Manifests: JSON Lines files, one record per item and stage.
 
 Each shard of a stage appends to its own file (`manifests/<stage>/shard-<i>-of-<n>.jsonl`), so shards never
-write to the same file and their manifests merge by reading all of them. Every line is flushed and fsynced
-before the next item starts. A line cut short by a crash is ignored with a warning; its item has no valid
-record and is redone.
+write to the same file and their manifests merge by reading all of them. Every line is flushed at once and
+fsynced before the next item starts, or, for lines appended with `sync=False`, at the next `sync()`. A line
+cut short by a crash is ignored with a warning; its item has no valid record and is redone.
 
 Record fields common to every stage: `id`, `stage`, `status` (`ok`, `skipped` or `failed`), `reason`
 (why it was skipped or failed, else null), `split`, `files` (role -> {path, sha256, bytes}, paths relative
@@ -42,18 +42,29 @@ class ManifestWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(path, "a", encoding="utf-8")
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict, sync: bool = True) -> None:
+        """Append one record; with `sync=False` it reaches the disk at the next `sync()` or `close()`."""
         record.setdefault("finished_at", utc_now())
         record.setdefault("brgen_version", __version__)
         line = json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n"
         try:
             self._handle.write(line)
             self._handle.flush()
-            os.fsync(self._handle.fileno())
+            if sync:
+                os.fsync(self._handle.fileno())
         except OSError as error:
             raise BrgenError(f"cannot append to {self.path}: {error.strerror or error}; free disk space or fix permissions") from error
 
+    def sync(self) -> None:
+        """fsync every line appended so far."""
+        try:
+            os.fsync(self._handle.fileno())
+        except OSError as error:
+            raise BrgenError(f"cannot write {self.path}: {error.strerror or error}; free disk space or fix permissions") from error
+
     def close(self) -> None:
+        if not self._handle.closed:
+            self.sync()
         self._handle.close()
 
     def __enter__(self) -> "ManifestWriter":
