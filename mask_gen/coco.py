@@ -36,7 +36,7 @@ class Segment:
 
     def decode(self) -> np.ndarray:
         """Decode the segment into an HxW bool array."""
-        return mask_utils.decode(self.rle).astype(bool)
+        return mask_utils.decode(self.rle).view(bool)
 
     @property
     def area(self) -> int:
@@ -159,16 +159,49 @@ class CocoAnnotations:
         merged["categories"] = list(merged["categories"].values())
         return cls(merged, ", ".join(str(path) for path in paths), categories)
 
+    def pending(self, file_name: str) -> "PendingImage | None":
+        """Return the raw annotations of the image called `file_name` (folders ignored), or None if not annotated.
+
+        Converting them (`PendingImage.load`) is the costly part, so a stage can run it in a worker process.
+        """
+        empty = empty_image_annotations(self.images, self.by_file_name, file_name)
+        if empty is None:
+            return None
+        return PendingImage(empty, self._annotations.get(empty.image_id, []), self.category_ids)
+
     def for_file(self, file_name: str) -> ImageAnnotations | None:
         """Segments of the image whose file name (folders ignored) is `file_name`, or None if not annotated."""
-        result = empty_image_annotations(self.images, self.by_file_name, file_name)
-        if result is None:
-            return None
-        image_id = result.image_id
-        for annotation in self._annotations.get(image_id, []):
+        pending = self.pending(file_name)
+        return None if pending is None else pending.load()
+
+
+@dataclass
+class PendingImage:
+    """One image's raw COCO annotations, not yet validated and converted to RLE."""
+
+    empty: ImageAnnotations
+    annotations: list[dict]
+    category_ids: set[int]
+
+    @property
+    def image_id(self) -> int:
+        return self.empty.image_id
+
+    @property
+    def height(self) -> int:
+        return self.empty.height
+
+    @property
+    def width(self) -> int:
+        return self.empty.width
+
+    def load(self) -> ImageAnnotations:
+        """Validate and convert every annotation; malformed ones become problems of the result."""
+        result = ImageAnnotations(self.empty.image_id, self.empty.file_name, self.height, self.width)
+        for annotation in self.annotations:
             rle, problem = to_rle(annotation, result.height, result.width, self.category_ids)
             if problem:
-                result.problems.append(f"annotation {annotation.get('id')} of image {image_id} {problem}; skipped")
+                result.problems.append(f"annotation {annotation.get('id')} of image {result.image_id} {problem}; skipped")
                 continue
             result.segments.append(
                 Segment(
@@ -200,7 +233,7 @@ def polygons_to_rle(polygons: list, height: int, width: int) -> tuple[dict | Non
     if not polygons:
         return None, "has an empty polygon list"
     for polygon in polygons:
-        if not isinstance(polygon, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
+        if not isinstance(polygon, list) or not is_number_list(polygon):
             return None, "has a polygon that is not a list of numbers"
         if len(polygon) < 6:
             return None, f"has a polygon with {len(polygon)} coordinates (needs at least 6)"
@@ -209,16 +242,26 @@ def polygons_to_rle(polygons: list, height: int, width: int) -> tuple[dict | Non
     return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)), None
 
 
+def is_number_list(values: list) -> bool:
+    """Tell whether every value is an int or a float (not a bool, a string or a nested list)."""
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        return False
+    return array.ndim == 1 and array.dtype.kind in "if"
+
+
 def rle_to_compressed(segmentation: dict, height: int, width: int) -> tuple[dict | None, str | None]:
     size = segmentation["size"]
     if not isinstance(size, list) or list(size) != [height, width]:
         return None, f"has an RLE of size {size} but the image is {[height, width]} (height, width)"
     counts = segmentation["counts"]
     if isinstance(counts, list):
-        if not all(isinstance(run, int) and not isinstance(run, bool) and run >= 0 for run in counts):
+        runs = np.asarray(counts) if counts else np.zeros(0, np.int64)
+        if runs.ndim != 1 or runs.dtype.kind not in "iu" or (runs < 0).any():
             return None, "has RLE counts that are not non-negative integers"
-        if sum(counts) != height * width:
-            return None, f"has RLE counts that sum to {sum(counts)} but the image has {height * width} pixels"
+        if int(runs.sum()) != height * width:
+            return None, f"has RLE counts that sum to {int(runs.sum())} but the image has {height * width} pixels"
         return mask_utils.frPyObjects(segmentation, height, width), None
     if isinstance(counts, str):
         counts = counts.encode("ascii", errors="replace")

@@ -80,11 +80,22 @@ class Region:
 
 
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """Grow a bool mask by `pixels` with an elliptical (disc) structuring element."""
+    """Grow a bool mask by `pixels` with an elliptical (disc) structuring element.
+
+    Only the bounding box of the mask, widened by `pixels`, is dilated: pixels farther away stay False.
+    """
     if pixels <= 0:
         return mask
+    box = bounding_box(mask)
+    if box is None:
+        return mask
+    x, y, width, height = box
+    top, left = max(0, y - pixels), max(0, x - pixels)
+    bottom, right = min(mask.shape[0], y + height + pixels), min(mask.shape[1], x + width + pixels)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+    grown = np.zeros_like(mask, dtype=bool)
+    grown[top:bottom, left:right] = cv2.dilate(mask[top:bottom, left:right].view(np.uint8), kernel) > 0
+    return grown
 
 
 def bounding_box(mask: np.ndarray) -> list[int] | None:
@@ -107,11 +118,12 @@ def area_outside(rle: dict, things: dict | None) -> int:
 
 
 def _finish(mask: np.ndarray, classes: list[dict], area: tuple[float, float], what: str) -> Region:
-    ratio = float(mask.mean())
+    """Check the area window and turn a bool or 0/1 uint8 mask into the 0/255 mask of a Region."""
+    ratio = np.count_nonzero(mask) / mask.size
     low, high = area
     if not low <= ratio <= high:
         return Region(None, f"{what} covers {ratio:.1%} of the image, outside the recipe's area window [{low:.0%}, {high:.0%}]", classes, ratio)
-    return Region((mask * 255).astype(np.uint8), None, classes, ratio, bounding_box(mask))
+    return Region(np.multiply(mask, 255, dtype=np.uint8), None, classes, ratio, bounding_box(mask))
 
 
 def _resolve(references: tuple[int | str, ...], categories: CategoryTable) -> set[int]:
@@ -149,7 +161,7 @@ def stuff_region(annotations: ImageAnnotations, categories: CategoryTable, rule:
 
     things_mask = None
     if rule.dilate_px > 0 and things is not None:
-        things_mask = mask_utils.decode(things).astype(bool)
+        things_mask = mask_utils.decode(things)
     order = np.random.default_rng(seed).permutation(len(candidates))
     chosen_union = None
     chosen = []
@@ -157,8 +169,8 @@ def stuff_region(annotations: ImageAnnotations, categories: CategoryTable, rule:
         category_id, rle, pixels = candidates[index]
         trial = rle if chosen_union is None else union([chosen_union, rle])
         if rule.dilate_px > 0:
-            grown = dilate(mask_utils.decode(trial).astype(bool), rule.dilate_px)
-            kept = int(grown.sum()) if things_mask is None else int((grown & ~things_mask).sum())
+            grown = dilate(mask_utils.decode(trial).view(bool), rule.dilate_px)
+            kept = np.count_nonzero(grown) if things_mask is None else np.count_nonzero(grown & ~things_mask.view(bool))
         else:
             kept = area_outside(trial, things)
         if kept / total <= rule.area[1]:
@@ -167,9 +179,10 @@ def stuff_region(annotations: ImageAnnotations, categories: CategoryTable, rule:
     if not chosen:
         return Region(None, f"every stuff class alone exceeds the recipe's maximum area {rule.area[1]:.0%}")
 
-    mask = dilate(mask_utils.decode(chosen_union).astype(bool), rule.dilate_px)
+    # pycocotools decodes to 0/1 uint8, which numpy can view as bool without a copy.
+    mask = dilate(mask_utils.decode(chosen_union).view(bool), rule.dilate_px)
     if things is not None:
-        mask &= ~(things_mask if things_mask is not None else mask_utils.decode(things).astype(bool))
+        mask &= ~(things_mask if things_mask is not None else mask_utils.decode(things)).view(bool)
     return _finish(mask, chosen, rule.area, "the union of stuff regions")
 
 

@@ -7,7 +7,7 @@ the reason. Malformed annotations are skipped one by one and listed under `probl
 Problems of an annotation file as a whole go to `manifests/masks/problems-<source>.json`.
 
 The region rules and PNG encoding run in a process pool (`masks.workers`), since they are CPU-bound and
-independent per mask; files and records are written by the main process.
+independent per mask. Workers write the mask PNGs; the main process writes the records.
 """
 
 from __future__ import annotations
@@ -18,54 +18,72 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from brgen_build.engine import Item, Stage
 from brgen_build.errors import BrgenError
-from brgen_build.files import atomic_write_bytes, encode_png, read_png, sha256_bytes
+from brgen_build.files import atomic_write_bytes, encode_mask_png, read_png, sha256_bytes
 from brgen_build.layout import DatasetRoot, mask_id
 from brgen_build.manifest import OK, SKIPPED, read_records
 from brgen_build.recipe import MaskRules, Recipe, SourceSpec
 from brgen_build.seeding import derive_seed
 from mask_gen.categories import CategoryTable
-from mask_gen.coco import CocoAnnotations, ImageAnnotations
+from mask_gen.coco import CocoAnnotations, ImageAnnotations, PendingImage
 from mask_gen.labelmaps import LabelMapAnnotations
 from mask_gen.panoptic import PanopticAnnotations, default_png_path
 from mask_gen.regions import background_region, stuff_region
 
 logger = logging.getLogger(__name__)
 
-# Masks per pool task list: large enough to amortise inter-process transfer, small enough to show progress.
-BATCH_SIZE = 64
+# Masks per batch: large enough to amortise inter-process transfer and the manifest's fsync, small enough
+# to show progress often.
+BATCH_SIZE = 128
 MAX_DEFAULT_WORKERS = 8
 
 
 @dataclass
-class RenderTask:
-    """Inputs of one mask for a worker process: the image's segments, the rules and the seed."""
+class MaskJob:
+    """One mask of a photo: its kind, its seed and where its PNG goes."""
 
     kind: str
-    annotations: ImageAnnotations
+    seed: int
+    path: Path
+
+
+@dataclass
+class PhotoTask:
+    """Inputs of one photo's masks for a worker process: its segments (raw or converted), the rules and the masks."""
+
+    annotations: ImageAnnotations | PendingImage
     categories: CategoryTable
     rules: MaskRules
-    seed: int
+    masks: list[MaskJob]
 
 
-def render_mask(task: RenderTask) -> dict:
-    """Apply the region rule of `task.kind` and encode the mask; runs in a worker process.
+def render_masks(task: PhotoTask) -> tuple[dict, list[dict]]:
+    """Convert the photo's annotations, apply each mask's region rule, then encode and write the PNGs.
 
-    Returns the region's record fields, plus `png` (bytes) when there is a mask or `reason` when not.
+    Runs in a worker process. Returns the record fields shared by the photo's masks and, per mask, the
+    region's fields plus `written` ({sha256, bytes}) when there is a mask or `reason` when not. PNGs are
+    written without fsync: the record's sha256 lets the engine redo a mask that a power loss damaged.
     """
-    if task.kind == "Stuff":
-        region = stuff_region(task.annotations, task.categories, task.rules.stuff, task.seed)
-    else:
-        region = background_region(task.annotations, task.categories, task.rules.background)
-    result = region.describe()
-    if region.mask is None:
-        result["reason"] = region.reason
-    else:
-        result["png"] = encode_png(region.mask)
-    return result
+    image = task.annotations.load() if isinstance(task.annotations, PendingImage) else task.annotations
+    shared = {"annotation_image_id": image.image_id, "problems": image.problems}
+    results = []
+    for job in task.masks:
+        if job.kind == "Stuff":
+            region = stuff_region(image, task.categories, task.rules.stuff, job.seed)
+        else:
+            region = background_region(image, task.categories, task.rules.background)
+        result = region.describe()
+        if region.mask is None:
+            result["reason"] = region.reason
+        else:
+            png = encode_mask_png(region.mask)
+            atomic_write_bytes(job.path, png, durable=False)
+            result["written"] = {"sha256": sha256_bytes(png), "bytes": len(png)}
+        results.append(result)
+    return shared, results
 
 
 def default_workers() -> int:
@@ -120,8 +138,11 @@ class MasksStage(Stage):
 
             self._segmenter = load_segmenter(self.recipe.masks.segmenter)
         if self.workers > 1 and len(pending) > self.batch_size:
-            # forkserver: workers do not inherit the parent's threads (torch, tqdm) or loaded models.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+            # forkserver: workers do not inherit the parent's threads (torch, tqdm) or loaded models. The
+            # server imports this module once, so each worker starts without importing it again.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
 
     def annotations(self, token: str):
         if token not in self._annotations:
@@ -145,84 +166,97 @@ class MasksStage(Stage):
         )
 
     def process(self, batch: list[Item]) -> list[dict]:
-        records: list[dict] = []
-        tasks: list[tuple[int, RenderTask]] = []
-        for item, (record, image, categories) in zip(batch, self._resolve(batch)):
-            records.append(record)
-            if image is not None:
-                real, kind = item.payload
-                seed = derive_seed(self.recipe.seed, f"mask-{kind}", real["id"])
-                record.update({"seed": seed, "annotation_image_id": image.image_id, "problems": image.problems})
-                tasks.append((len(records) - 1, RenderTask(kind, image, categories, self.recipe.masks, seed)))
-
-        rendered = self._render([task for _, task in tasks])
-        for (position, _), result in zip(tasks, rendered):
-            record = records[position]
-            png = result.pop("png", None)
-            record.update(result)
-            if png is None:
-                record["status"] = SKIPPED
-                continue
-            path = self.root.mask(record["split"], record["kind"], record["real"])
-            atomic_write_bytes(path, png)
-            record.update({"status": OK, "files": {"mask": {"path": self.root.relative(path), "sha256": sha256_bytes(png), "bytes": len(png)}}})
-        return records
-
-    def _render(self, tasks: list[RenderTask]) -> list[dict]:
-        if self._pool is None or len(tasks) < 2:
-            return [render_mask(task) for task in tasks]
-        chunk = max(1, len(tasks) // (4 * self.workers))
-        return list(self._pool.map(render_mask, tasks, chunksize=chunk))
-
-    def _resolve(self, batch: list[Item]) -> list[tuple[dict, ImageAnnotations | None, CategoryTable | None]]:
-        """Find each item's segments: (record so far, segments or None when skipped, their category table)."""
-        resolved = []
-        to_segment: list[tuple[int, dict]] = []
+        records = {}
+        photos: dict[str, tuple[dict, list[Item]]] = {}
         for item in batch:
             real, kind = item.payload
-            record = {"id": item.id, "split": item.split, "real": real["id"], "kind": kind, "source": real["source"]}
+            records[item.id] = {"id": item.id, "split": item.split, "real": real["id"], "kind": kind, "source": real["source"]}
+            photos.setdefault(real["id"], (real, []))[1].append(item)
+
+        tasks: list[tuple[list[Item], PhotoTask]] = []
+        to_segment: list[tuple[dict, list[Item]]] = []
+        for real, items in photos.values():
             annotations = self.annotations(real["source"])
-            if annotations is None:
-                if self._segmenter is None:
-                    reason = f"source {real['source']} has no `annotations` and the recipe sets no `masks.segmenter`"
-                    resolved.append(({**record, "status": SKIPPED, "reason": reason}, None, None))
-                else:
-                    to_segment.append((len(resolved), real))
-                    resolved.append((record, None, None))
+            if annotations is None and self._segmenter is not None:
+                to_segment.append((real, items))
                 continue
-            record["annotation_format"] = annotations.format
-            image = annotations.for_file(real["member"])
+            if annotations is None:
+                reason = f"source {real['source']} has no `annotations` and the recipe sets no `masks.segmenter`"
+                self._skip(records, items, reason)
+                continue
+            image = annotations.pending(real["member"]) if hasattr(annotations, "pending") else annotations.for_file(real["member"])
+            for item in items:
+                records[item.id]["annotation_format"] = annotations.format
             reason = self._unusable(annotations, image, real)
             if reason:
-                problems = image.problems if image is not None else []
-                resolved.append(({**record, "status": SKIPPED, "reason": reason, "problems": problems}, None, None))
+                self._skip(records, items, reason, getattr(image, "problems", []))
                 continue
-            resolved.append((record, image, annotations.categories))
+            tasks.append((items, PhotoTask(image, annotations.categories, self.recipe.masks, self._jobs(items))))
         if to_segment:
-            self._segment(resolved, to_segment)
-        return resolved
+            tasks += self._segment(to_segment, records)
+
+        for (items, _), (shared, results) in zip(tasks, self._render([task for _, task in tasks])):
+            for item, job, result in zip(items, self._jobs(items), results):
+                record = records[item.id]
+                record.update({"seed": job.seed, **shared})
+                written = result.pop("written", None)
+                record.update(result)
+                if written is None:
+                    record["status"] = SKIPPED
+                else:
+                    relative = job.path.relative_to(self.root.path).as_posix()
+                    record.update({"status": OK, "files": {"mask": {"path": relative, **written}}})
+        return [records[item.id] for item in batch]
+
+    def _jobs(self, items: list[Item]) -> list[MaskJob]:
+        jobs = []
+        for item in items:
+            real, kind = item.payload
+            jobs.append(MaskJob(kind, derive_seed(self.recipe.seed, f"mask-{kind}", real["id"]), self.root.mask(item.split, kind, real["id"])))
+        return jobs
 
     @staticmethod
-    def _unusable(annotations, image: ImageAnnotations | None, real: dict) -> str | None:
+    def _skip(records: dict[str, dict], items: list[Item], reason: str, problems: list[str] | None = None) -> None:
+        for item in items:
+            records[item.id].update({"status": SKIPPED, "reason": reason, "problems": problems or []})
+
+    def _render(self, tasks: list[PhotoTask]) -> list[tuple[dict, list[dict]]]:
+        if self._pool is None or len(tasks) < 2:
+            return [render_masks(task) for task in tasks]
+        chunk = max(1, len(tasks) // (4 * self.workers))
+        return list(self._pool.map(render_masks, tasks, chunksize=chunk))
+
+    @staticmethod
+    def _unusable(annotations, image: ImageAnnotations | PendingImage | None, real: dict) -> str | None:
         if image is None:
             return f"{PurePosixPath(real['member']).name} has no entry in {annotations.source}"
-        if image.error:
+        if getattr(image, "error", None):
             return image.error
         if (image.height, image.width) != (real["height"], real["width"]):
             return f"annotations are {image.width}x{image.height} but the photo is {real['width']}x{real['height']}"
         return None
 
-    def _segment(self, resolved: list, to_segment: list[tuple[int, dict]]) -> None:
-        """Run the segmenter on the photos of sources without annotations, a model batch at a time."""
+    def _segment(self, photos: list[tuple[dict, list[Item]]], records: dict[str, dict]) -> list[tuple[list[Item], PhotoTask]]:
+        """Run the segmenter on the photos of sources without annotations, a model batch at a time.
+
+        Only photos of one size share a batch: padding a smaller photo changes the model's outputs, and a
+        mask must not depend on which photos happened to be its neighbours.
+        """
         segmenter = self._segmenter
-        size = segmenter.spec.batch_size
-        for start in range(0, len(to_segment), size):
-            chunk = to_segment[start : start + size]
-            photos = [read_png(self.root.absolute(real["files"]["au"]["path"])) for _, real in chunk]
-            for (position, real), image in zip(chunk, segmenter.segment(photos, [real["id"] for _, real in chunk])):
-                record = resolved[position][0]
-                record["segmenter"] = segmenter.describe()
-                resolved[position] = (record, image, segmenter.categories)
+        by_size: dict[tuple[int, int], list[tuple[dict, list[Item]]]] = {}
+        for real, items in photos:
+            by_size.setdefault((real["height"], real["width"]), []).append((real, items))
+        chunks = []
+        for group in by_size.values():
+            chunks += [group[start : start + segmenter.spec.batch_size] for start in range(0, len(group), segmenter.spec.batch_size)]
+        tasks = []
+        for chunk in chunks:
+            arrays = [read_png(self.root.absolute(real["files"]["au"]["path"])) for real, _ in chunk]
+            for (real, items), image in zip(chunk, segmenter.segment(arrays, [real["id"] for real, _ in chunk])):
+                for item in items:
+                    records[item.id]["segmenter"] = segmenter.describe()
+                tasks.append((items, PhotoTask(image, segmenter.categories, self.recipe.masks, self._jobs(items))))
+        return tasks
 
     def finish(self) -> None:
         if self._pool is not None:

@@ -28,7 +28,7 @@ class SegmenterSpec:
         weights: weight role -> local folder, as SEGMENTER_BACKENDS lists the roles.
         device: `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
         dtype: `float32`, `float16` or `bfloat16`; float16 and bfloat16 apply on CUDA only.
-        batch_size: photos per forward pass.
+        batch_size: photos per forward pass; only photos of the same size share one.
         threshold: minimum score of a kept segment (mask2former) or box (grounded-sam2).
         text_threshold: grounded-sam2 only, minimum score of the phrase tokens that name a box.
         prompts: grounded-sam2 only, (phrase, COCO-Stuff category name) pairs; None uses the defaults.
