@@ -30,7 +30,7 @@ def check_weights(spec: SegmenterSpec) -> None:
             state = "has no config.json" if folder.is_dir() else "not found"
             raise BrgenError(
                 f"masks: {spec.backend} weights folder {folder} ({role}) {state}. It is the Hugging Face repository "
-                f"{official}; on a machine with internet run `huggingface-cli download {official} --local-dir {folder}` "
+                f"{official}; on a machine with internet run `hf download {official} --local-dir {folder}` "
                 f"and set `masks.segmenter.weights` in the recipe to that folder"
             )
 
