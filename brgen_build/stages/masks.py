@@ -88,7 +88,11 @@ def render_masks(task: PhotoTask) -> tuple[dict, list[dict]]:
 
 def default_workers() -> int:
     """Worker processes when the recipe sets none: the CPUs this process may use, at most 8."""
-    return max(1, min(MAX_DEFAULT_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    if hasattr(os, "sched_getaffinity"):
+        usable = len(os.sched_getaffinity(0))
+    else:
+        usable = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, usable))
 
 
 def load_annotations(source: SourceSpec):
