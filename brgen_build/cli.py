@@ -24,7 +24,7 @@ from inpainters.base import MethodError
 
 logger = logging.getLogger("brgen_build")
 
-STAGES = ("reals", "masks", "inpaint", "verify", "all")
+STAGES = ("reals", "masks", "inpaint", "filter", "verify", "all")
 
 
 def _default_root() -> str:
@@ -57,6 +57,8 @@ def _open(root_path: str, recipe_path: str | None) -> tuple[DatasetRoot, Recipe]
 
 def _report(summary: StageSummary) -> None:
     click.echo(summary.line())
+    for line in summary.notes:
+        click.echo(f"  {line}")
     for line in summary.failures[:20]:
         click.echo(f"  failed: {line}", err=True)
     if len(summary.failures) > 20:
@@ -84,7 +86,7 @@ def cli(verbose: int, quiet: bool) -> None:
 
 @cli.command()
 @click.option("--stage", "stage", type=click.Choice(STAGES), required=True, help="Stage to run; `all` runs every stage in order.")
-@click.option("--method", "methods", multiple=True, help="For `inpaint` and `verify`: method(s) to run. Default: every method in the recipe.")
+@click.option("--method", "methods", multiple=True, help="For `inpaint`, `filter` and `verify`: method(s) to run. Default: every method in the recipe.")
 @root_option
 @recipe_option
 @shard_option
@@ -117,6 +119,10 @@ def build(stage: str, methods: tuple[str, ...], root_path: str, recipe_path: str
             summary = run_stage(InpaintStage(root, recipe, build_inpainter(recipe, method)), shard, progress=not no_progress)
             _report(summary)
             failed += summary.failed
+    if stage == "filter" or (stage == "all" and recipe.filter is not None):
+        from brgen_build.filter_cli import run_filter
+
+        failed += run_filter(root, recipe, selected, shard, progress=not no_progress)
     if stage in ("verify", "all"):
         report = verify(root, recipe, selected)
         click.echo(report.summary())
@@ -211,8 +217,11 @@ def quickstart(out: str, no_progress: bool) -> None:
         sys.exit(1)
 
 
+from brgen_build.filter_cli import filter_command, filter_report_command  # noqa: E402 (the module imports the options above)
 from brgen_build.report_cli import report_group  # noqa: E402 (registered after the core commands)
 
+cli.add_command(filter_command)
+cli.add_command(filter_report_command)
 cli.add_command(report_group)
 
 

@@ -45,6 +45,7 @@ class StageSummary:
     already_done: int = 0
     counts: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -69,11 +70,12 @@ class Stage:
     def plan(self) -> list[Item]:
         raise NotImplementedError
 
+    def is_finished(self, item: Item, record: dict | None) -> bool:
+        """Return whether the item's latest record (None if it has none) means there is nothing to redo."""
+        return is_finished(self.root, record)
+
     def prepare(self, pending: list[Item]) -> None:
         """Called once before processing when there is work to do (load models here, not in plan)."""
-
-    def finish(self) -> None:
-        """Called once after processing, also when it stopped on an error (release worker pools here)."""
 
     def batches(self, pending: list[Item]) -> Iterable[list[Item]]:
         for start in range(0, len(pending), self.batch_size):
@@ -82,6 +84,13 @@ class Stage:
     def process(self, batch: list[Item]) -> list[dict]:
         """Process a batch and return one record per item (status, reason, files, facts)."""
         raise NotImplementedError
+
+    def progress_counts(self, summary: StageSummary) -> dict[str, int]:
+        """Return the counts shown next to the progress bar."""
+        return {"ok": summary.counts[OK], "skipped": summary.counts[SKIPPED], "failed": summary.counts[FAILED]}
+
+    def finish(self, summary: StageSummary) -> None:
+        """Called at the end of every run, also when nothing was pending: add `summary.notes` or raise BrgenError."""
 
 
 def files_intact(root: DatasetRoot, record: dict) -> bool:
@@ -104,21 +113,14 @@ def run_stage(stage: Stage, shard: Shard = Shard(), progress: bool = True) -> St
     """Run the pending items of one shard of a stage and return counts of what happened."""
     records = read_records(stage.root.manifest_dir(stage.name))
     items = [item for item in stage.plan() if shard.owns(item.id)]
-    pending = [item for item in items if not is_finished(stage.root, records.get(item.id))]
+    pending = [item for item in items if not stage.is_finished(item, records.get(item.id))]
     summary = StageSummary(stage.name, planned=len(items), already_done=len(items) - len(pending))
     if not pending:
         logger.info("%s: nothing to do, %d items already done", stage.name, len(items))
+        stage.finish(summary)
         return summary
 
-    try:
-        stage.prepare(pending)
-        _process_pending(stage, pending, shard, summary, progress)
-    finally:
-        stage.finish()
-    return summary
-
-
-def _process_pending(stage: Stage, pending: list[Item], shard: Shard, summary: StageSummary, progress: bool) -> None:
+    stage.prepare(pending)
     manifest_path = stage.root.manifest_dir(stage.name) / f"{shard.label}.jsonl"
     with ManifestWriter(manifest_path) as writer, tqdm(total=len(pending), desc=stage.name, unit="item", disable=not progress) as bar:
         for batch in stage.batches(pending):
@@ -146,4 +148,6 @@ def _process_pending(stage: Stage, pending: list[Item], shard: Shard, summary: S
                     logger.info("%s: %s skipped: %s", stage.name, record["id"], record["reason"])
             writer.sync()
             bar.update(len(batch))
-            bar.set_postfix(ok=summary.counts[OK], skipped=summary.counts[SKIPPED], failed=summary.counts[FAILED])
+            bar.set_postfix(stage.progress_counts(summary))
+    stage.finish(summary)
+    return summary

@@ -7,6 +7,7 @@
 <root>/<split>/Gt/<Method>_<Kind>_<Source>_<stem>_mask.png   where each forgery differs (255)
 <root>/masks/<split>/<Kind>_<Source>_<stem>.png              one mask per (real, kind), before any method ran
 <root>/manifests/<stage>/shard-<i>-of-<n>.jsonl              one record per item
+<root>/cache/<stage>/                                         data a stage can rebuild, e.g. tar member indexes
 ```
 Manifest records store paths relative to the root, with forward slashes, so a root can be moved.
 """
@@ -63,6 +64,9 @@ class DatasetRoot:
 
     def manifest_dir(self, stage: str) -> Path:
         return self.path / "manifests" / stage
+
+    def cache_dir(self, stage: str) -> Path:
+        return self.path / "cache" / stage
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.path).as_posix()

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from brgen_build.errors import RecipeError
+from brgen_build.filter_recipe import FilterSpec, parse_filter, resolve_filter_paths
 from mask_gen.regions import LARGEST, BackgroundRule, StuffRule
 from mask_gen.segmenters.spec import SEGMENTER_BACKENDS, SegmenterSpec
 
@@ -41,6 +42,8 @@ RUNTIME_KEYS = (
     "sources.*.categories",
     "sources.*.image_list",
     "sources.*.annotation_masks",
+    "sources.*.max_missing",
+    "split_list",
     "masks.workers",
     "masks.segmenter.weights",
     "masks.segmenter.device",
@@ -51,6 +54,9 @@ RUNTIME_KEYS = (
     "methods.*.batch_size",
     "methods.*.dtype",
     "methods.*.compile",
+    "filter.device",
+    "filter.batch_size",
+    "filter.scorers.*.weights",
 )
 
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
@@ -70,6 +76,13 @@ class SourceSpec:
     image_list: Path | None = None
     count: int | None = None
     stem: str = "{stem}"
+    max_missing: int | float = 0
+
+    def missing_limit(self, listed: int) -> int:
+        """Return how many image-list entries may be missing: `max_missing` as a count, or as a fraction of `listed`."""
+        if isinstance(self.max_missing, float):
+            return int(self.max_missing * listed)
+        return self.max_missing
 
     def format_stem(self, member: str) -> str:
         """Apply the stem rule to an archive member's path.
@@ -105,6 +118,8 @@ class Recipe:
     masks: MaskRules
     methods: dict[str, dict[str, Any]]
     max_pixels: int
+    filter: FilterSpec | None = None
+    split_list: Path | None = None
     path: Path | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -200,7 +215,7 @@ class _Reader:
 
 def _parse_source(reader: _Reader, base: Path) -> SourceSpec:
     reader.reject_unknown(
-        {"token", "kind", "images", "annotations", "annotation_format", "annotation_masks", "categories", "image_list", "count", "stem"}
+        {"token", "kind", "images", "annotations", "annotation_format", "annotation_masks", "categories", "image_list", "count", "stem", "max_missing"}
     )
     token = reader.text("token")
     if not _TOKEN_PATTERN.match(token):
@@ -236,7 +251,18 @@ def _parse_source(reader: _Reader, base: Path) -> SourceSpec:
         image_list=reader.path("image_list", base, None),
         count=count,
         stem=stem,
+        max_missing=_max_missing(reader),
     )
+
+
+def _max_missing(reader: _Reader) -> int | float:
+    """Read `max_missing`: an integer count of image-list entries, or a fraction of them in 0..1."""
+    value = reader.get("max_missing", 0)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and 0.0 <= value <= 1.0:
+        return value
+    raise reader.fail("max_missing", f"must be a count (integer >= 0) or a fraction in 0..1 of the listed photos, got {value!r}")
 
 
 def _annotation_paths(reader: _Reader, base: Path) -> tuple[Path, ...]:
@@ -369,7 +395,7 @@ def _parse_methods(reader: _Reader, base: Path) -> dict[str, dict[str, Any]]:
 def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
     """Validate a recipe mapping. `where` names it in errors; relative paths resolve against `base`."""
     reader = _Reader(data, where)
-    reader.reject_unknown({"name", "seed", "sources", "splits", "masks", "methods", "decode"})
+    reader.reject_unknown({"name", "seed", "sources", "splits", "split_list", "masks", "methods", "decode", "filter"})
     sources_data = reader.get("sources")
     if not isinstance(sources_data, list) or not sources_data:
         raise reader.fail("sources", "must be a non-empty list of sources")
@@ -377,23 +403,32 @@ def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
     tokens = [source.token for source in sources]
     if len(set(tokens)) != len(tokens):
         raise reader.fail("sources", f"must have distinct tokens, got {tokens}")
+    split_list = reader.path("split_list", base, None)
     decode = reader.child("decode", {})
     decode.reject_unknown({"max_pixels"})
+    methods = _parse_methods(reader.child("methods", {}), base)
+    quality_filter = parse_filter(reader.child("filter"), base, methods) if "filter" in data else None
     return Recipe(
         name=reader.text("name"),
         seed=reader.integer("seed", minimum=0),
         sources=sources,
         splits=_parse_splits(reader.child("splits")),
         masks=_parse_masks(reader.child("masks", {}), base),
-        methods=_parse_methods(reader.child("methods", {}), base),
+        methods=methods,
         max_pixels=decode.integer("max_pixels", 89_478_485, minimum=1),
-        raw=_resolved_raw(data, sources, base),
+        filter=quality_filter,
+        split_list=split_list,
+        raw=_resolved_raw(data, sources, split_list, base, quality_filter),
     )
 
 
-def _resolved_raw(data: dict, sources: tuple[SourceSpec, ...], base: Path) -> dict:
+def _resolved_raw(
+    data: dict, sources: tuple[SourceSpec, ...], split_list: Path | None, base: Path, quality_filter: FilterSpec | None
+) -> dict:
     """Return the recipe mapping with absolute paths, as it is frozen into the dataset root."""
     raw = copy.deepcopy(data)
+    if split_list is not None:
+        raw["split_list"] = str(split_list)
     for item, source in zip(raw["sources"], sources):
         for key in ("images", "categories", "image_list"):
             if item.get(key) is not None:
@@ -412,6 +447,8 @@ def _resolved_raw(data: dict, sources: tuple[SourceSpec, ...], base: Path) -> di
     for params in (raw.get("methods") or {}).values():
         if isinstance(params, dict) and params.get("weights"):
             params["weights"] = _absolute(params["weights"], base)
+    if quality_filter is not None:
+        resolve_filter_paths(raw["filter"], quality_filter.scorers)
     return raw
 
 

@@ -23,7 +23,7 @@ from brgen_build.layout import DatasetRoot, FORGERY_NAME, forgery_id, mask_id
 from brgen_build.manifest import OK, SKIPPED, read_records
 from brgen_build.recipe import SPLITS, Recipe
 from brgen_build.stages.inpaint import stage_name
-from brgen_build.stages.reals import split_sizes
+from brgen_build.stages.reals import planned_split_counts
 from inpainters import registry
 
 
@@ -134,7 +134,7 @@ class Verifier:
         """Check every real photo; return the (height, width) of each one that is valid."""
         shapes = {}
         planned = {record["id"]: record for record in reals.values()}
-        sizes = split_sizes(self.recipe.splits, len(planned))
+        sizes = planned_split_counts(self.recipe, planned)
         for split in SPLITS:
             if sizes[split] == 0:
                 continue

@@ -20,9 +20,17 @@ def names() -> list[str]:
 
 def get(name: str) -> type[Inpainter]:
     """The class of method `name`; an unknown name raises MethodError listing the available ones."""
-    if name not in _METHODS:
-        close = difflib.get_close_matches(name, _METHODS, n=1)
+    return load_registered(_METHODS, name, "method", MethodError)
+
+
+def load_registered(entries: dict[str, str], name: str, kind: str, error: type[Exception]) -> type:
+    """Import and return the class that `entries` maps `name` to ("module:Class").
+
+    An unknown name raises `error` with the registered names and the closest match.
+    """
+    if name not in entries:
+        close = difflib.get_close_matches(name, entries, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise MethodError(f"unknown method {name!r}; available: {', '.join(_METHODS)}.{hint}")
-    module_name, class_name = _METHODS[name].split(":")
+        raise error(f"unknown {kind} {name!r}; available: {', '.join(entries)}.{hint}")
+    module_name, class_name = entries[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)

@@ -36,3 +36,14 @@ def sample_recipe(tmp_path) -> Path:
     data = sample_recipe_data()
     data["methods"] = {"opencv-telea": {"radius": 3}}
     return write_recipe(tmp_path, data)
+
+
+def run_cli(*args: str) -> int:
+    """Run the brgen CLI in-process and return its exit code."""
+    from brgen_build.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exit:
+        return exit.code or 0
+    return 0

@@ -5,18 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from brgen_build.cli import main
 from brgen_build.files import read_png
 from brgen_build.layout import DatasetRoot
 from brgen_build.manifest import read_records
-
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit:
-        return exit.code or 0
-    return 0
+from conftest import run_cli
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from itertools import groupby
 
+import numpy as np
+
 from brgen_build.engine import Item, Stage
 from brgen_build.files import read_png, write_png
 from brgen_build.layout import DatasetRoot, forgery_id
@@ -31,6 +33,28 @@ def build_inpainter(recipe: Recipe, method: str, overrides: dict | None = None) 
     """Create method `method` with the recipe's parameters, updated by command-line `overrides`."""
     params = {**recipe.method_params(method), **{k: v for k, v in (overrides or {}).items() if v is not None}}
     return registry.get(method)(params)
+
+
+def render_forgeries(inpainter: Inpainter, requests: list[InpaintRequest]) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """Inpaint a batch and paste each real photo back outside its mask.
+
+    Returns, per request, the forgery (HxWx3 uint8), the hole (HxW bool) and the facts to record: the
+    method's own `info`, the share of pixels it changed outside the mask before paste-back and the share
+    changed inside.
+    """
+    rendered = []
+    for request, result in zip(requests, inpainter.inpaint(requests)):
+        if result.image.shape != request.image.shape:
+            raise ValueError(f"{inpainter.name} returned {result.image.shape} for a {request.image.shape} photo")
+        hole, _ = binarize_mask(request.mask)
+        forgery = paste_back(request.image, result.image, hole)
+        facts = {
+            **result.info,
+            "changed_outside_before_paste": round(changed_share(request.image, result.image, ~hole), 6),
+            "changed_inside": round(changed_share(request.image, forgery, hole), 6),
+        }
+        rendered.append((forgery, hole, facts))
+    return rendered
 
 
 class InpaintStage(Stage):
@@ -82,14 +106,8 @@ class InpaintStage(Stage):
                 )
             )
 
-        results = self.inpainter.inpaint(requests)
-
         records = []
-        for item, request, result in zip(batch, requests, results):
-            if result.image.shape != request.image.shape:
-                raise ValueError(f"{self.inpainter.name} returned {result.image.shape} for a {request.image.shape} photo")
-            hole, _ = binarize_mask(request.mask)
-            forgery = paste_back(request.image, result.image, hole)
+        for item, request, (forgery, hole, facts) in zip(batch, requests, render_forgeries(self.inpainter, requests)):
             tp_path = self.root.tp(item.split, item.id)
             gt_path = self.root.gt(item.split, item.id)
             tp_entry = write_png(tp_path, forgery)
@@ -106,11 +124,9 @@ class InpaintStage(Stage):
                     "seed": request.seed,
                     "checkpoint": self._checkpoint,
                     "settings": self.inpainter.settings(),
-                    **result.info,
+                    **facts,
                     "device": self.inpainter.device,
                     "batch_size": len(batch),
-                    "changed_outside_before_paste": round(changed_share(request.image, result.image, ~hole), 6),
-                    "changed_inside": round(changed_share(request.image, forgery, hole), 6),
                     "full_regeneration": False,
                     "files": {
                         "tp": {"path": self.root.relative(tp_path), **tp_entry},

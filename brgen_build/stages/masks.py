@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from brgen_build.engine import Item, Stage
+from brgen_build.engine import Item, Stage, StageSummary
 from brgen_build.errors import BrgenError
 from brgen_build.files import atomic_write_bytes, encode_mask_png, read_png, sha256_bytes
 from brgen_build.layout import DatasetRoot, mask_id
@@ -262,7 +262,7 @@ class MasksStage(Stage):
                 tasks.append((items, PhotoTask(image, segmenter.categories, self.recipe.masks, self._jobs(items))))
         return tasks
 
-    def finish(self) -> None:
+    def finish(self, summary: StageSummary) -> None:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None

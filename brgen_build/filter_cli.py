@@ -1,0 +1,94 @@
+"""The `brgen filter` and `brgen filter-report` commands, and the filter step of `brgen build`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from brgen_build.cli import _open, _report, _shard, progress_option, recipe_option, root_option, shard_option
+from brgen_build.engine import run_stage
+from brgen_build.errors import BrgenError
+from brgen_build.files import atomic_write_bytes
+from brgen_build.filter_report import render_filter_page
+from brgen_build.layout import DatasetRoot
+from brgen_build.recipe import Recipe
+from brgen_build.seeding import Shard
+from brgen_build.stages.filter import FilterStage, build_scorers
+from brgen_build.stages.inpaint import build_inpainter
+from inpainters import registry
+
+
+def run_filter(root: DatasetRoot, recipe: Recipe, methods: list[str], shard: Shard, progress: bool,
+               device: str | None = None, batch_size: int | None = None, weights: str | None = None) -> int:
+    """Run the filter stage for each method and return the number of failed forgeries.
+
+    `device` applies to the scorers and the inpainter, `weights` to the inpainter (one method only).
+    """
+    if recipe.filter is None:
+        raise BrgenError(f"{recipe.path or 'the recipe'} has no `filter` section; add `filter: {{scorers: ...}}` to score forgeries (see README.md)")
+    if weights is not None and len(methods) != 1:
+        raise BrgenError(f"--weights names one method's weights, but {len(methods)} methods are selected; pass one --method")
+    scorers = build_scorers(recipe, device)
+    failed = 0
+    for method in methods:
+        inpainter = build_inpainter(recipe, method, {"weights": weights, "device": device})
+        summary = run_stage(FilterStage(root, recipe, inpainter, scorers, shard, batch_size), shard, progress=progress)
+        _report(summary)
+        failed += summary.failed
+    return failed
+
+
+@click.command(name="filter")
+@click.option("--method", "methods", multiple=True, help="Method(s) whose forgeries to score. Default: every method in the recipe.")
+@click.option("--device", default=None, help="Torch device of the scorers and of regenerations: auto, cpu, cuda, cuda:1. Default: the recipe's `filter.device`.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Forgeries scored per batch. Default: the recipe's `filter.batch_size` (8).")
+@click.option("--weights", type=click.Path(), default=None, help="The method's weight file or folder for regenerations; overrides the recipe. Needs one --method.")
+@root_option
+@recipe_option
+@shard_option
+@progress_option
+def filter_command(methods: tuple[str, ...], device: str | None, batch_size: int | None, weights: str | None, root_path: str,
+                   recipe_path: str | None, shard_text: str | None, no_progress: bool) -> None:
+    """Score forgeries; regenerate or drop those outside the recipe's thresholds.
+
+    Every scorer under the recipe's `filter.scorers` scores every forgery of each selected method.
+    A forgery outside the method's thresholds is made again with the next derived seed, up to
+    `filter.max_attempts` attempts in all. Then its Tp and Gt files are deleted and its record gives the reason.
+    Every attempt's scores are recorded in manifests/filter/METHOD/.
+
+    \b
+    Example:
+      brgen filter --method lama --root /data/br-gen
+    """
+    for name in methods:
+        registry.get(name)
+    root, recipe = _open(root_path, recipe_path)
+    failed = run_filter(root, recipe, list(methods) or list(recipe.methods), _shard(shard_text), not no_progress, device, batch_size, weights)
+    if failed:
+        sys.exit(1)
+
+
+@click.command(name="filter-report")
+@click.argument("root_argument", required=False, type=click.Path(file_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="HTML file to write. Default: ROOT/reports/filter.html.")
+@click.option("--examples", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Attempts shown on each side of each threshold.")
+@root_option
+def filter_report_command(root_argument: str | None, out: str | None, examples: int, root_path: str) -> None:
+    """Write an HTML page of the quality-filter scores.
+
+    The page shows, per method, the outcomes, the distribution of every scorer's values with the
+    thresholds marked, and the attempts just inside and just outside each threshold. Nothing but the page
+    is written.
+
+    \b
+    Example:
+      brgen filter-report /data/br-gen --out filter.html
+    """
+    root = DatasetRoot(root_argument or root_path)
+    path = Path(out) if out else root.path / "reports" / "filter.html"
+    atomic_write_bytes(path, render_filter_page(root, examples).encode("utf-8"))
+    click.echo(f"filter report: {path}")

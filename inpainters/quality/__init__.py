@@ -1,0 +1,1 @@
+"""Quality scorers for forgeries behind one `Scorer` interface, looked up by name in `inpainters.quality.registry`."""
