@@ -263,6 +263,7 @@ class MasksStage(Stage):
         return tasks
 
     def finish(self, summary: StageSummary) -> None:
+        # The engine skips finish when a BrgenError stops the run; the workers then end with this process.
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
