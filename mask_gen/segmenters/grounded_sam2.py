@@ -22,7 +22,7 @@ from transformers import AutoProcessor, GroundingDinoForObjectDetection, Sam2Mod
 from brgen_build.errors import BrgenError
 from mask_gen.categories import CategoryTable
 from mask_gen.coco import ImageAnnotations
-from mask_gen.segmenters.common import resolve_device, to_annotations, weight_hashes
+from mask_gen.segmenters.common import reduced_precision, resolve_device, to_annotations, weight_hashes
 from mask_gen.segmenters.spec import SegmenterSpec
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ class GroundedSam2Segmenter:
         self.device, self.dtype = resolve_device(spec)
         detector_folder, sam_folder = spec.weights["grounding_dino"], spec.weights["sam2"]
         self.processor = AutoProcessor.from_pretrained(detector_folder, local_files_only=True)
-        detector = GroundingDinoForObjectDetection.from_pretrained(detector_folder, local_files_only=True, dtype=self.dtype)
+        detector = GroundingDinoForObjectDetection.from_pretrained(detector_folder, local_files_only=True)
         self.detector = detector.to(self.device).eval()
-        self.sam = Sam2Model.from_pretrained(sam_folder, local_files_only=True, dtype=self.dtype).to(self.device).eval()
+        self.sam = Sam2Model.from_pretrained(sam_folder, local_files_only=True).to(self.device).eval()
         self.sam_size, self.sam_mean, self.sam_std = self._sam_input(sam_folder)
         self.categories = CategoryTable.bundled("coco_stuff")
         self.phrases, self.category_ids = self._phrases(spec.prompts)
@@ -121,8 +121,8 @@ class GroundedSam2Segmenter:
         images = self.processor.image_processor(images=photos, return_tensors="pt")
         inputs = {key: value.expand(len(photos), -1).to(self.device) for key, value in encoding.items() if key != "offset_mapping"}
         inputs.update({key: value.to(self.device) for key, value in images.items()})
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        outputs = self.detector(**inputs)
+        with reduced_precision(self.device, self.dtype):
+            outputs = self.detector(**inputs)
 
         probabilities = outputs.logits.float().sigmoid()
         phrase_scores = torch.stack([probabilities[..., start:end].max(-1).values for start, end in spans], dim=-1)
@@ -154,9 +154,10 @@ class GroundedSam2Segmenter:
             scale = np.array([size_x / width, size_y / height, size_x / width, size_y / height])
             scaled = [box * scale for box, _ in found] or [np.zeros(4)]
             prompts.append(scaled + [scaled[0]] * (count - len(scaled)))
-        pixel_values = torch.stack(pixels).to(self.device, self.dtype)
+        pixel_values = torch.stack(pixels).to(self.device)
         input_boxes = torch.tensor(np.array(prompts), dtype=torch.float32, device=self.device)
-        low_resolution = self.sam(pixel_values=pixel_values, input_boxes=input_boxes, multimask_output=False).pred_masks
+        with reduced_precision(self.device, self.dtype):
+            low_resolution = self.sam(pixel_values=pixel_values, input_boxes=input_boxes, multimask_output=False).pred_masks
         masks = []
         for index, (photo, found) in enumerate(zip(photos, boxes)):
             logits = F.interpolate(low_resolution[index, : len(found), :1].float(), size=photo.shape[:2], mode="bilinear", align_corners=False)

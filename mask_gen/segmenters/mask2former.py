@@ -17,7 +17,7 @@ from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
 from brgen_build.errors import BrgenError
 from mask_gen.categories import CategoryTable
 from mask_gen.coco import ImageAnnotations
-from mask_gen.segmenters.common import resolve_device, to_annotations, weight_hashes
+from mask_gen.segmenters.common import reduced_precision, resolve_device, to_annotations, weight_hashes
 from mask_gen.segmenters.spec import OFFICIAL_WEIGHTS, SegmenterSpec
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class Mask2FormerSegmenter:
         self.folder = spec.weights["model"]
         self.device, self.dtype = resolve_device(spec)
         self.processor = AutoImageProcessor.from_pretrained(self.folder, local_files_only=True)
-        model = Mask2FormerForUniversalSegmentation.from_pretrained(self.folder, local_files_only=True, dtype=self.dtype)
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(self.folder, local_files_only=True)
         self.model = model.to(self.device).eval()
         self.categories = CategoryTable.bundled("coco_panoptic")
         self.category_of_label = self._map_labels(self.model.config.id2label)
@@ -63,8 +63,8 @@ class Mask2FormerSegmenter:
         """Segment HxWx3 uint8 RGB photos; return one ImageAnnotations per photo, named by `names`."""
         inputs = self.processor(images=photos, return_tensors="pt")
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        outputs = self.model(**inputs)
+        with reduced_precision(self.device, self.dtype):
+            outputs = self.model(**inputs)
         sizes = [photo.shape[:2] for photo in photos]
         results = self.processor.post_process_panoptic_segmentation(
             outputs, threshold=self.spec.threshold, label_ids_to_fuse=set(self.stuff_labels), target_sizes=sizes

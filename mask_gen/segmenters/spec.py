@@ -27,7 +27,7 @@ class SegmenterSpec:
         backend: a key of SEGMENTER_BACKENDS.
         weights: weight role -> local folder, as SEGMENTER_BACKENDS lists the roles.
         device: `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
-        dtype: `float32`, `float16` or `bfloat16`; float16 and bfloat16 apply on CUDA only.
+        dtype: `float32`, `float16` or `bfloat16`, the autocast precision of forward passes on CUDA (CPU runs float32).
         batch_size: photos per forward pass; only photos of the same size share one.
         threshold: minimum score of a kept segment (mask2former) or box (grounded-sam2).
         text_threshold: grounded-sam2 only, minimum score of the phrase tokens that name a box.
