@@ -35,9 +35,9 @@ from mask_gen.regions import background_region, stuff_region
 
 logger = logging.getLogger(__name__)
 
-# Masks per batch: large enough to amortise inter-process transfer and the manifest's fsync, small enough
-# to show progress often.
-BATCH_SIZE = 128
+# Masks per batch: large enough to amortise inter-process transfer, the wait for the slowest worker and the
+# manifest's fsync, small enough to show progress every few seconds.
+BATCH_SIZE = 512
 MAX_DEFAULT_WORKERS = 8
 
 
@@ -227,7 +227,7 @@ class MasksStage(Stage):
     def _render(self, tasks: list[PhotoTask]) -> list[tuple[dict, list[dict]]]:
         if self._pool is None or len(tasks) < 2:
             return [render_masks(task) for task in tasks]
-        chunk = max(1, len(tasks) // (4 * self.workers))
+        chunk = max(1, len(tasks) // (2 * self.workers))
         return list(self._pool.map(render_masks, tasks, chunksize=chunk))
 
     @staticmethod
