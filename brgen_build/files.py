@@ -81,8 +81,9 @@ def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
 def encode_mask_png(mask: np.ndarray) -> bytes:
     """Encode an HxW uint8 mask (0 and 255) as a single-channel 8-bit PNG.
 
-    OpenCV with zlib level 1, the RLE strategy and no row filter: on 640x427 COCO masks this measured
-    about twice as fast as `encode_png` and 20 % smaller (benchmarks/bench_masks.py, 2 CPU cores).
+    OpenCV with zlib level 1, the RLE strategy and no row filter. On the sample photo 142238's Stuff mask
+    (640x427) this took 0.4-0.6 ms of CPU against 2.1-2.5 ms for `encode_png`, and wrote 5,266 bytes
+    against 6,737 (OpenCV 5.1, Pillow 13.0, the 2-core development machine).
     """
     if mask.dtype != np.uint8 or mask.ndim != 2:
         raise ValueError(f"masks must be HxW uint8 arrays, got {mask.dtype} of shape {mask.shape}")
