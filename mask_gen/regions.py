@@ -181,8 +181,13 @@ def stuff_region(annotations: ImageAnnotations, categories: CategoryTable, rule:
 
     # pycocotools decodes to 0/1 uint8, which numpy can view as bool without a copy.
     mask = dilate(mask_utils.decode(chosen_union).view(bool), rule.dilate_px)
-    if things is not None:
-        mask &= ~(things_mask if things_mask is not None else mask_utils.decode(things)).view(bool)
+    if things_mask is not None:
+        mask &= ~things_mask.view(bool)
+    elif things is not None:
+        # Without dilation only the things inside the union matter, and often there are none to decode.
+        overlap = mask_utils.merge([chosen_union, things], intersect=True)
+        if mask_utils.area(overlap):
+            mask &= ~mask_utils.decode(overlap).view(bool)
     return _finish(mask, chosen, rule.area, "the union of stuff regions")
 
 
