@@ -5,20 +5,24 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from brgen_build import __version__
+from brgen_build import __version__, dataset_cli
+from brgen_build.detector_commands import eval_detector, train_detector
 from brgen_build.engine import StageSummary, run_stage
 from brgen_build.errors import BrgenError
 from brgen_build.layout import DatasetRoot
-from brgen_build.recipe import Recipe
-from brgen_build.seeding import Shard, parse_shard, shard_from_environment
+from brgen_build.recipe import FailureBudget, Recipe
+from brgen_build.seeding import Shard, detect_shard, parse_shard
+from brgen_build.shards import wait_for_stage
+from brgen_build.shards_command import shards_command
 from brgen_build.stages.inpaint import InpaintStage, build_inpainter
 from brgen_build.stages.masks import MasksStage
 from brgen_build.stages.reals import RealsStage
-from brgen_build.verify import report_json, verify
+from brgen_build.verify import verify
+from brgen_build.weights_cli import weights_group
+from brgen_build.workers import usable_cpus
 from inpainters import registry
 from inpainters.base import MethodError
 
@@ -41,13 +45,19 @@ recipe_option = click.option(
 )
 shard_option = click.option(
     "--shard", "shard_text", default=None, metavar="I/N",
-    help="Run shard I of N (0-based). Default: from torchrun/accelerate (RANK, WORLD_SIZE) or a Slurm array, else 0/1.",
+    help="Run shard I of N (0-based). Default: from torchrun/accelerate (RANK, WORLD_SIZE), a Slurm array "
+    "(SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or both, else 0/1.",
 )
 progress_option = click.option("--no-progress", is_flag=True, help="Hide progress bars (logs still show counts).")
 
 
 def _shard(text: str | None) -> Shard:
-    return parse_shard(text) if text else shard_from_environment()
+    if text:
+        return parse_shard(text)
+    shard, source = detect_shard()
+    if shard.count > 1:
+        logger.info("shard %s, from %s", shard, source)
+    return shard
 
 
 def _open(root_path: str, recipe_path: str | None) -> tuple[DatasetRoot, Recipe]:
@@ -55,7 +65,8 @@ def _open(root_path: str, recipe_path: str | None) -> tuple[DatasetRoot, Recipe]
     return root, root.load_recipe(recipe_path)
 
 
-def _report(summary: StageSummary) -> None:
+def _report(summary: StageSummary, budget: FailureBudget) -> bool:
+    """Print a stage's counts and failures, and return whether its failures fit the recipe's failure_budget."""
     click.echo(summary.line())
     for line in summary.notes:
         click.echo(f"  {line}")
@@ -63,6 +74,13 @@ def _report(summary: StageSummary) -> None:
         click.echo(f"  failed: {line}", err=True)
     if len(summary.failures) > 20:
         click.echo(f"  ... and {len(summary.failures) - 20} more; see the stage's manifest", err=True)
+    if not summary.failed:
+        return True
+    if budget.allows(summary.failed, summary.planned):
+        click.echo(f"{summary.stage}: {summary.failed} failed item(s) within the recipe's failure_budget ({budget}). Re-run to retry them", err=True)
+        return True
+    click.echo(f"{summary.stage}: {summary.failed} failed item(s) exceed the recipe's failure_budget ({budget})", err=True)
+    return False
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -90,51 +108,80 @@ def cli(verbose: int, quiet: bool) -> None:
 @root_option
 @recipe_option
 @shard_option
+@click.option(
+    "--wait-timeout", type=click.FloatRange(min=0), default=7200.0, show_default=True, metavar="SECONDS",
+    help="For `--stage all` with several shards: seconds to wait for the other shards to finish a stage before "
+    "this process starts the next one.",
+)
 @progress_option
-def build(stage: str, methods: tuple[str, ...], root_path: str, recipe_path: str | None, shard_text: str | None, no_progress: bool) -> None:
+def build(stage: str, methods: tuple[str, ...], root_path: str, recipe_path: str | None, shard_text: str | None,
+          wait_timeout: float, no_progress: bool) -> None:
     """Run one stage of the build, or all of them.
 
-    Finished items are skipped and failed ones redone, so a stage can be re-run at any time.
+    Finished items are skipped and failed ones redone, so a stage can be re-run at any time. With `--stage all`
+    and several shards, each process waits until every shard has finished a stage before it starts the next,
+    and shard 0 runs verify at the end. The exit code is 1 when a stage's failed items exceed the recipe's
+    `failure_budget` or verify finds a problem.
 
     \b
-    Example:
+    Examples:
       brgen build --stage masks --root /data/br-gen
+      torchrun --nproc_per_node 8 -m brgen_build build --stage all --root /data/br-gen
     """
     root, recipe = _open(root_path, recipe_path)
     shard = _shard(shard_text)
     for name in methods:
         registry.get(name)
     selected = list(methods) or list(recipe.methods)
-    failed = 0
-    if stage in ("reals", "all"):
-        summary = run_stage(RealsStage(root, recipe), shard, progress=not no_progress)
-        _report(summary)
-        failed += summary.failed
-    if stage in ("masks", "all"):
-        summary = run_stage(MasksStage(root, recipe), shard, progress=not no_progress)
-        _report(summary)
-        failed += summary.failed
+    inpainters = []
     if stage in ("inpaint", "all"):
-        for method in selected:
-            summary = run_stage(InpaintStage(root, recipe, build_inpainter(recipe, method)), shard, progress=not no_progress)
-            _report(summary)
-            failed += summary.failed
+        inpainters = [build_inpainter(recipe, method) for method in selected]
+        for inpainter in inpainters:
+            inpainter.check()  # missing weights fail now, not after hours of earlier stages
+    in_sequence = stage == "all" and shard.count > 1
+    progress = not no_progress
+    within_budget = True
+
+    for name, stage_class in (("reals", RealsStage), ("masks", MasksStage)):
+        if stage in (name, "all"):
+            summary = run_stage(stage_class(root, recipe), shard, progress=progress)
+            within_budget &= _report(summary, recipe.failure_budget)
+            if in_sequence:
+                wait_for_stage(root, summary.stage, summary.item_ids, shard, wait_timeout)
+    inpaint_summaries = []
+    for inpainter in inpainters:
+        summary = run_stage(InpaintStage(root, recipe, inpainter), shard, progress=progress)
+        within_budget &= _report(summary, recipe.failure_budget)
+        inpaint_summaries.append(summary)
     if stage == "filter" or (stage == "all" and recipe.filter is not None):
         from brgen_build.filter_cli import run_filter
 
-        failed += run_filter(root, recipe, selected, shard, progress=not no_progress)
+        for summary in run_filter(root, recipe, selected, shard, progress=progress):
+            within_budget &= _report(summary, recipe.failure_budget)
+            inpaint_summaries.append(summary)
+
+    problems = 0
     if stage in ("verify", "all"):
-        report = verify(root, recipe, selected)
-        click.echo(report.summary())
-        failed += len(report.problems)
-    if failed:
+        if in_sequence and shard.index != 0:
+            click.echo(f"verify: left to shard 0/{shard.count}")
+        else:
+            for summary in inpaint_summaries if in_sequence else []:
+                wait_for_stage(root, summary.stage, summary.item_ids, shard, wait_timeout)
+            report = verify(root, recipe, selected, workers=usable_cpus(), progress=progress)
+            click.echo(report.summary())
+            problems = len(report.problems)
+    if problems or not within_budget:
         sys.exit(1)
 
 
 @cli.command()
 @click.option("--method", required=True, help=f"Method to run: {', '.join(registry.names())}.")
 @click.option("--weights", type=click.Path(), default=None, help="Weight file or folder; overrides the recipe.")
-@click.option("--device", default=None, help="Torch device: auto, cpu, cuda, cuda:1. Default: the recipe's, else auto.")
+@click.option(
+    "--device", default=None,
+    help="Torch device: auto, cpu, cuda, cuda:1. Default: the recipe's, else auto. Under torchrun or accelerate, "
+    "auto and cuda mean cuda:$LOCAL_RANK.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per forward pass. Default: the recipe's, else the method's.")
 @root_option
 @recipe_option
@@ -151,33 +198,10 @@ def inpaint(method: str, weights: str | None, device: str | None, batch_size: in
     registry.get(method)
     root, recipe = _open(root_path, recipe_path)
     overrides = {"weights": weights, "device": device, "batch_size": batch_size}
-    summary = run_stage(InpaintStage(root, recipe, build_inpainter(recipe, method, overrides)), _shard(shard_text), progress=not no_progress)
-    _report(summary)
-    if summary.failed:
-        sys.exit(1)
-
-
-@cli.command(name="verify")
-@click.argument("root_argument", required=False, type=click.Path(file_okay=False))
-@click.option("--method", "methods", multiple=True, help="Method(s) whose forgeries must be complete. Default: every method in the recipe.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report instead of the summary.")
-@root_option
-def verify_command(root_argument: str | None, methods: tuple[str, ...], as_json: bool, root_path: str) -> None:
-    """Check a dataset: files present, hashes, decoding, sizes, mask values, pixels outside masks.
-
-    Read-only. Exits with 0 only when every check holds.
-
-    \b
-    Example:
-      brgen verify /data/br-gen --json > verify.json
-    """
-    root = DatasetRoot(root_argument or root_path)
-    recipe = root.load_recipe(None)
-    for name in methods:
-        registry.get(name)
-    report = verify(root, recipe, list(methods) or None)
-    click.echo(report_json(report) if as_json else report.summary())
-    if not report.ok:
+    inpainter = build_inpainter(recipe, method, overrides)
+    inpainter.check()
+    summary = run_stage(InpaintStage(root, recipe, inpainter), _shard(shard_text), progress=not no_progress)
+    if not _report(summary, recipe.failure_budget):
         sys.exit(1)
 
 
@@ -198,8 +222,8 @@ def quickstart(out: str, no_progress: bool) -> None:
     root = DatasetRoot(out)
     recipe = root.load_recipe(data_path("sample", "recipe.yaml"))
     progress = not no_progress
-    _report(run_stage(RealsStage(root, recipe), progress=progress))
-    _report(run_stage(MasksStage(root, recipe), progress=progress))
+    _report(run_stage(RealsStage(root, recipe), progress=progress), recipe.failure_budget)
+    _report(run_stage(MasksStage(root, recipe), progress=progress), recipe.failure_budget)
     ran = []
     for method in recipe.methods:
         inpainter = build_inpainter(recipe, method)
@@ -208,7 +232,7 @@ def quickstart(out: str, no_progress: bool) -> None:
         except MethodError as error:
             click.echo(f"{method}: not run, {error}")
             continue
-        _report(run_stage(InpaintStage(root, recipe, inpainter), progress=progress))
+        _report(run_stage(InpaintStage(root, recipe, inpainter), progress=progress), recipe.failure_budget)
         ran.append(method)
     report = verify(root, recipe, ran)
     click.echo(report.summary())
@@ -218,11 +242,19 @@ def quickstart(out: str, no_progress: bool) -> None:
 
 
 from brgen_build.filter_cli import filter_command, filter_report_command  # noqa: E402 (the module imports the options above)
-from brgen_build.report_cli import report_group  # noqa: E402 (registered after the core commands)
+from brgen_build.mask_report_cli import masks_report  # noqa: E402 (registered after the core commands)
 
 cli.add_command(filter_command)
-cli.add_command(filter_report_command)
-cli.add_command(report_group)
+dataset_cli.report_group.add_command(filter_report_command)
+dataset_cli.report_group.add_command(masks_report)
+cli.add_command(weights_group)
+cli.add_command(shards_command)
+cli.add_command(dataset_cli.verify_command)
+cli.add_command(dataset_cli.export_command)
+cli.add_command(dataset_cli.report_group)
+cli.add_command(dataset_cli.status_command)
+cli.add_command(train_detector)
+cli.add_command(eval_detector)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from brgen_build.files import sha256_file
 from brgen_build.layout import DatasetRoot
 from brgen_build.manifest import FAILED, OK, SKIPPED, ManifestWriter, read_records
 from brgen_build.seeding import Shard
+from brgen_build.shards import ShardRun
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,18 @@ class Item:
 
 @dataclass
 class StageSummary:
+    """Outcome of one run of one stage shard.
+
+    `planned` counts this shard's items. `item_ids` lists the items of every shard, for waits between stages.
+    """
+
     stage: str
     planned: int = 0
     already_done: int = 0
     counts: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    item_ids: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -110,16 +117,41 @@ def is_finished(root: DatasetRoot, record: dict | None) -> bool:
 
 
 def run_stage(stage: Stage, shard: Shard = Shard(), progress: bool = True) -> StageSummary:
-    """Run the pending items of one shard of a stage and return counts of what happened."""
-    records = read_records(stage.root.manifest_dir(stage.name))
-    items = [item for item in stage.plan() if shard.owns(item.id)]
-    pending = [item for item in items if not stage.is_finished(item, records.get(item.id))]
-    summary = StageSummary(stage.name, planned=len(items), already_done=len(items) - len(pending))
-    if not pending:
-        logger.info("%s: nothing to do, %d items already done", stage.name, len(items))
-        stage.finish(summary)
-        return summary
+    """Run the pending items of one shard of a stage and return counts of what happened.
 
+    Only one process at a time works on a stage shard (see `ShardRun`). A BrgenError (a full disk, a
+    read-only folder, a method that cannot load) stops the stage: items finished before it keep their records,
+    and the item being written gets none, so the next run redoes it.
+    """
+    with ShardRun(stage.root, stage.name, shard) as shard_run:
+        records = read_records(stage.root.manifest_dir(stage.name))
+        plan = stage.plan()
+        items = [item for item in plan if shard.owns(item.id)]
+        pending = [item for item in items if not stage.is_finished(item, records.get(item.id))]
+        summary = StageSummary(stage.name, planned=len(items), already_done=len(items) - len(pending), item_ids=[item.id for item in plan])
+        shard_run.started(summary.planned, summary.already_done)
+        if not pending:
+            logger.info("%s: nothing to do, %d items already done", stage.name, len(items))
+        else:
+            try:
+                _process_pending(stage, shard, pending, summary, progress)
+            except BrgenError as error:
+                _record_stop(shard_run, summary, error)
+                raise BrgenError(f"{stage.name} stopped: {error}") from error
+        stage.finish(summary)
+        shard_run.finished(summary.counts)
+    return summary
+
+
+def _record_stop(shard_run: ShardRun, summary: StageSummary, error: BrgenError) -> None:
+    """Note in the shard's state file why the run stopped, or log that a full disk prevented it too."""
+    try:
+        shard_run.finished(summary.counts, error=str(error))
+    except BrgenError as state_error:
+        logger.warning("%s: could not record the stop in the shard's state file: %s", summary.stage, state_error)
+
+
+def _process_pending(stage: Stage, shard: Shard, pending: list[Item], summary: StageSummary, progress: bool) -> None:
     stage.prepare(pending)
     manifest_path = stage.root.manifest_dir(stage.name) / f"{shard.label}.jsonl"
     with ManifestWriter(manifest_path) as writer, tqdm(total=len(pending), desc=stage.name, unit="item", disable=not progress) as bar:
@@ -149,5 +181,3 @@ def run_stage(stage: Stage, shard: Shard = Shard(), progress: bool = True) -> St
             writer.sync()
             bar.update(len(batch))
             bar.set_postfix(stage.progress_counts(summary))
-    stage.finish(summary)
-    return summary

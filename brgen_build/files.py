@@ -1,27 +1,35 @@
 """Atomic file writes and hashing.
 
-A stage never leaves a half-written file under its final name: data goes to a temporary file in the same
-folder, is flushed to disk, and is then renamed over the target. A crash leaves at most a `.tmp-*` file,
-which the next run ignores and overwrites.
-
-A write with `durable=False` skips the fsync. A process crash still leaves the old file or the new one, but
-after a power loss the renamed file may be empty. Stages use it only for files whose manifest record
-stores a sha256, because the engine redoes an item whose file does not match its record.
+A stage never leaves a half-written file under its final name. Data goes to a temporary file in the same
+folder, is fsynced and renamed over the target. Then the folder is fsynced, so the rename survives a power
+loss before the manifest record that lists the file is written. A write with `durable=False` skips both fsyncs: a
+process crash still leaves the old file or the new one, but a power loss may lose or empty the new file.
+Stages use it only for files whose manifest record stores a sha256, because the engine redoes an item
+whose file does not match its record. A write that fails (disk full, read-only
+folder) removes its temporary file and raises BrgenError. A process killed mid-write leaves a temporary
+file named `.tmp-<pid>@<host>-*`, and `remove_stale_temporaries` deletes those of dead processes on this host.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import logging
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from brgen_build.errors import BrgenError
+
+logger = logging.getLogger(__name__)
 
 TEMPORARY_PREFIX = ".tmp-"
 
@@ -39,14 +47,19 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
-    """Write `data` to `path` through a temporary file, fsync (unless `durable` is False) and rename.
+    """Write `data` to `path` through a temporary file, fsync, rename and fsync the folder.
+
+    With `durable=False` both fsyncs are skipped (see the module's docstring).
 
     Raises:
-        BrgenError: the folder is read-only or the disk is full; no partial file is left behind.
+        BrgenError: the folder is read-only or not writable, or the disk is full. No partial file is left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=path.parent)
+    try:
+        make_folders(path.parent)
+        descriptor, temporary = tempfile.mkstemp(prefix=temporary_prefix(), dir=path.parent)
+    except OSError as error:
+        raise write_error(path, error) from error
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
@@ -54,12 +67,102 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
             if durable:
                 os.fsync(handle.fileno())
         os.replace(temporary, path)
+        if durable:
+            fsync_folder(path.parent)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
-        raise BrgenError(f"cannot write {path}: {error.strerror or error}; free disk space or fix the folder's permissions") from error
+        raise write_error(path, error) from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, error: OSError) -> BrgenError:
+    """Turn an OSError of a write into a BrgenError that names the path, the cause and the fix."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "The disk or quota is full. Free space there and re-run the same command, which keeps finished items."
+    elif error.errno == errno.EROFS:
+        advice = "The file system is mounted read-only. Choose a writable --root."
+    elif error.errno in (errno.EACCES, errno.EPERM):
+        advice = "Make the folder writable for this user or choose another --root."
+    else:
+        advice = "Check the folder and re-run the same command, which keeps finished items."
+    return BrgenError(f"cannot write {path}: {error.strerror or error}. {advice}")
+
+
+def make_folders(folder: Path) -> None:
+    """Create `folder` and its missing parents, fsyncing each parent so that the new entries are durable."""
+    missing = []
+    current = folder
+    while not current.is_dir() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            pass  # another shard created it first
+        fsync_folder(new.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (new names, renames) to disk.
+
+    File systems that cannot fsync a folder (EINVAL, ENOTSUP on some network file systems) are accepted as
+    they are.
+    """
+    descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(descriptor)
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+_TEMPORARY_NAME = re.compile(re.escape(TEMPORARY_PREFIX) + r"(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]+)-[a-z0-9_]+$")
+
+
+def temporary_prefix() -> str:
+    """Prefix of this process's temporary files: `.tmp-<pid>@<host>-`, so a later run can tell whose they are."""
+    return f"{TEMPORARY_PREFIX}{os.getpid()}@{_HOST}-"
+
+
+def remove_stale_temporaries(folders: Iterable[Path]) -> int:
+    """Delete temporary files left in `folders` by processes of this host that no longer run; return the count.
+
+    Temporary files of live processes and of other hosts are kept, because their writers may still rename them.
+    """
+    removed = 0
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            match = _TEMPORARY_NAME.match(entry.name)
+            if match is None or match["host"] != _HOST or _process_alive(int(match["pid"])):
+                continue
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed += 1
+    if removed:
+        logger.info("removed %d temporary file(s) left by interrupted runs", removed)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user
+    return True
 
 
 def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:

@@ -1,4 +1,4 @@
-"""The `brgen filter` and `brgen filter-report` commands, and the filter step of `brgen build`."""
+"""The `brgen filter` and `brgen report filter` commands, and the filter step of `brgen build`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from brgen_build.cli import _open, _report, _shard, progress_option, recipe_option, root_option, shard_option
-from brgen_build.engine import run_stage
+from brgen_build.engine import StageSummary, run_stage
 from brgen_build.errors import BrgenError
 from brgen_build.files import atomic_write_bytes
 from brgen_build.filter_report import render_filter_page
@@ -21,8 +21,8 @@ from inpainters import registry
 
 
 def run_filter(root: DatasetRoot, recipe: Recipe, methods: list[str], shard: Shard, progress: bool,
-               device: str | None = None, batch_size: int | None = None, weights: str | None = None) -> int:
-    """Run the filter stage for each method and return the number of failed forgeries.
+               device: str | None = None, batch_size: int | None = None, weights: str | None = None) -> list[StageSummary]:
+    """Run the filter stage for each method and return the summaries, one per method.
 
     `device` applies to the scorers and the inpainter, `weights` to the inpainter (one method only).
     """
@@ -31,13 +31,11 @@ def run_filter(root: DatasetRoot, recipe: Recipe, methods: list[str], shard: Sha
     if weights is not None and len(methods) != 1:
         raise BrgenError(f"--weights names one method's weights, but {len(methods)} methods are selected; pass one --method")
     scorers = build_scorers(recipe, device)
-    failed = 0
+    summaries = []
     for method in methods:
         inpainter = build_inpainter(recipe, method, {"weights": weights, "device": device})
-        summary = run_stage(FilterStage(root, recipe, inpainter, scorers, shard, batch_size), shard, progress=progress)
-        _report(summary)
-        failed += summary.failed
-    return failed
+        summaries.append(run_stage(FilterStage(root, recipe, inpainter, scorers, shard, batch_size), shard, progress=progress))
+    return summaries
 
 
 @click.command(name="filter")
@@ -65,12 +63,13 @@ def filter_command(methods: tuple[str, ...], device: str | None, batch_size: int
     for name in methods:
         registry.get(name)
     root, recipe = _open(root_path, recipe_path)
-    failed = run_filter(root, recipe, list(methods) or list(recipe.methods), _shard(shard_text), not no_progress, device, batch_size, weights)
-    if failed:
+    summaries = run_filter(root, recipe, list(methods) or list(recipe.methods), _shard(shard_text), not no_progress, device, batch_size, weights)
+    within_budget = [_report(summary, recipe.failure_budget) for summary in summaries]
+    if not all(within_budget):
         sys.exit(1)
 
 
-@click.command(name="filter-report")
+@click.command(name="filter")
 @click.argument("root_argument", required=False, type=click.Path(file_okay=False))
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="HTML file to write. Default: ROOT/reports/filter.html.")
@@ -86,7 +85,7 @@ def filter_report_command(root_argument: str | None, out: str | None, examples: 
 
     \b
     Example:
-      brgen filter-report /data/br-gen --out filter.html
+      brgen report filter /data/br-gen --out filter.html
     """
     root = DatasetRoot(root_argument or root_path)
     path = Path(out) if out else root.path / "reports" / "filter.html"

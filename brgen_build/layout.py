@@ -22,7 +22,7 @@ import yaml
 
 from brgen_build.errors import BrgenError
 from brgen_build.files import atomic_write_bytes
-from brgen_build.recipe import MASK_KINDS, Recipe, content_differences, dump_recipe, load_recipe, parse_recipe
+from brgen_build.recipe import MASK_KINDS, SPLITS, Recipe, content_differences, dump_recipe, load_recipe, parse_recipe
 
 # `{Method}_{Kind}_{Source}_{stem}`: the stem may itself contain underscores (`n06359193_84719`).
 FORGERY_NAME = re.compile(r"^(?P<method>[A-Za-z0-9]+)_(?P<kind>" + "|".join(MASK_KINDS) + r")_(?P<real>[A-Za-z][A-Za-z0-9]*_.+)$")
@@ -67,6 +67,11 @@ class DatasetRoot:
 
     def cache_dir(self, stage: str) -> Path:
         return self.path / "cache" / stage
+
+    def data_folders(self) -> list[Path]:
+        """Folders that stages write images into: `<split>/Au|Tp|Gt` and `masks/<split>`."""
+        folders = [self.path / split / part for split in SPLITS for part in ("Au", "Tp", "Gt")]
+        return folders + [self.path / "masks" / split for split in SPLITS]
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.path).as_posix()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from brgen_build import __version__
-from brgen_build.errors import BrgenError
+from brgen_build.files import fsync_folder, make_folders, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,43 @@ def utc_now() -> str:
 
 
 class ManifestWriter:
-    """Append-only writer of one shard's manifest file."""
+    """Append-only writer of one shard's manifest file.
+
+    Only the process that holds the shard's lock may write the file. On open, a last line that an interrupted
+    run cut short is truncated, so the next record starts on a line of its own.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(path, "a", encoding="utf-8")
+        try:
+            make_folders(path.parent)
+            created = not path.exists()
+            self._handle = open(path, "a+b")
+            self._remove_torn_tail()
+            if created:
+                fsync_folder(path.parent)
+        except OSError as error:
+            raise write_error(path, error) from error
+
+    def _remove_torn_tail(self) -> None:
+        size = self._handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        self._handle.seek(size - 1)
+        if self._handle.read(1) == b"\n":
+            return
+        keep = size - 1
+        while keep > 0:
+            start = max(0, keep - 65536)
+            self._handle.seek(start)
+            newline = self._handle.read(keep - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        logger.warning("%s: removed a record cut short by an interrupted run (%d bytes), so its item will be redone", self.path, size - keep)
+        self._handle.truncate(keep)
+        os.fsync(self._handle.fileno())
 
     def append(self, record: dict, sync: bool = True) -> None:
         """Append one record; with `sync=False` it reaches the disk at the next `sync()` or `close()`."""
@@ -48,24 +79,30 @@ class ManifestWriter:
         record.setdefault("brgen_version", __version__)
         line = json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n"
         try:
-            self._handle.write(line)
+            self._handle.write(line.encode("utf-8"))
             self._handle.flush()
             if sync:
                 os.fsync(self._handle.fileno())
         except OSError as error:
-            raise BrgenError(f"cannot append to {self.path}: {error.strerror or error}; free disk space or fix permissions") from error
+            raise write_error(self.path, error) from error
 
     def sync(self) -> None:
         """fsync every line appended so far."""
         try:
             os.fsync(self._handle.fileno())
         except OSError as error:
-            raise BrgenError(f"cannot write {self.path}: {error.strerror or error}; free disk space or fix permissions") from error
+            raise write_error(self.path, error) from error
 
     def close(self) -> None:
         if not self._handle.closed:
-            self.sync()
-        self._handle.close()
+            try:
+                os.fsync(self._handle.fileno())
+            except OSError as error:
+                logger.warning("%s: fsync failed (%s); a power loss now may drop the last records, whose items would be redone", self.path, error)
+        try:
+            self._handle.close()
+        except OSError as error:
+            logger.warning("%s: closing failed after an earlier error: %s", self.path, error)
 
     def __enter__(self) -> "ManifestWriter":
         return self

@@ -50,6 +50,8 @@ RUNTIME_KEYS = (
     "masks.segmenter.batch_size",
     "masks.segmenter.dtype",
     "methods.*.weights",
+    "methods.*.base",
+    "methods.*.captioner",
     "methods.*.device",
     "methods.*.batch_size",
     "methods.*.dtype",
@@ -57,7 +59,11 @@ RUNTIME_KEYS = (
     "filter.device",
     "filter.batch_size",
     "filter.scorers.*.weights",
+    "failure_budget",
 )
+
+# Method parameters that hold paths (weight files and folders), which resolve against the recipe's folder.
+PATH_PARAMETERS = ("weights", "base", "captioner")
 
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
@@ -110,6 +116,28 @@ class MaskRules:
 
 
 @dataclass(frozen=True)
+class FailureBudget:
+    """How many items of a stage may fail (status `failed`) while the stage still exits with 0.
+
+    Either `count`, failed items per shard, or `fraction`, a share of the shard's items. Each process checks
+    its own shard, so with N shards a count allows up to N x count failed items in the whole stage.
+    """
+
+    count: int = 0
+    fraction: float | None = None
+
+    def allows(self, failed: int, planned: int) -> bool:
+        if self.fraction is not None:
+            return failed <= self.fraction * planned
+        return failed <= self.count
+
+    def __str__(self) -> str:
+        if self.fraction is not None:
+            return f"{self.fraction * 100:g}% of the shard's items"
+        return f"{self.count} item(s) per shard"
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     seed: int
@@ -120,6 +148,7 @@ class Recipe:
     max_pixels: int
     filter: FilterSpec | None = None
     split_list: Path | None = None
+    failure_budget: FailureBudget = field(default_factory=FailureBudget)
     path: Path | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -386,16 +415,40 @@ def _parse_methods(reader: _Reader, base: Path) -> dict[str, dict[str, Any]]:
         if not isinstance(params, dict):
             raise reader.fail(str(name), f"must be a mapping of parameters, got {params!r}")
         params = dict(params)
-        if "weights" in params and params["weights"] is not None:
-            params["weights"] = str(_Reader(params, reader.where, f"{reader.key}.{name}").path("weights", base))
+        for key in PATH_PARAMETERS:
+            if params.get(key) is not None:
+                params[key] = str(_Reader(params, reader.where, f"{reader.key}.{name}").path(key, base))
         methods[name] = params
     return methods
+
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def _parse_failure_budget(reader: _Reader) -> FailureBudget:
+    """Read `failure_budget`: a count (integer >= 0), a fraction in 0..1 or a percentage string ('0.5%')."""
+    value = reader.get("failure_budget", 0)
+    usage = "must be a count of items (an integer >= 0), a fraction of the items between 0 and 1 (e.g. 0.001) or a percentage (e.g. '0.1%')"
+    if isinstance(value, bool):
+        raise reader.fail("failure_budget", f"{usage}, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise reader.fail("failure_budget", f"{usage}, got {value}")
+        return FailureBudget(count=value)
+    if isinstance(value, float):
+        if not 0.0 <= value <= 1.0:
+            raise reader.fail("failure_budget", f"{usage}, got {value!r}. Write an integer for a count")
+        return FailureBudget(fraction=value)
+    match = _PERCENT.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) > 100:
+        raise reader.fail("failure_budget", f"{usage}, got {value!r}")
+    return FailureBudget(fraction=float(match.group(1)) / 100)
 
 
 def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
     """Validate a recipe mapping. `where` names it in errors; relative paths resolve against `base`."""
     reader = _Reader(data, where)
-    reader.reject_unknown({"name", "seed", "sources", "splits", "split_list", "masks", "methods", "decode", "filter"})
+    reader.reject_unknown({"name", "seed", "sources", "splits", "split_list", "masks", "methods", "decode", "filter", "failure_budget"})
     sources_data = reader.get("sources")
     if not isinstance(sources_data, list) or not sources_data:
         raise reader.fail("sources", "must be a non-empty list of sources")
@@ -418,6 +471,7 @@ def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
         max_pixels=decode.integer("max_pixels", 89_478_485, minimum=1),
         filter=quality_filter,
         split_list=split_list,
+        failure_budget=_parse_failure_budget(reader),
         raw=_resolved_raw(data, sources, split_list, base, quality_filter),
     )
 
@@ -445,8 +499,9 @@ def _resolved_raw(
         else:
             segmenter["weights"] = _absolute(weights, base)
     for params in (raw.get("methods") or {}).values():
-        if isinstance(params, dict) and params.get("weights"):
-            params["weights"] = _absolute(params["weights"], base)
+        for key in PATH_PARAMETERS:
+            if isinstance(params, dict) and params.get(key):
+                params[key] = _absolute(params[key], base)
     if quality_filter is not None:
         resolve_filter_paths(raw["filter"], quality_filter.scorers)
     return raw

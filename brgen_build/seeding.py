@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
+from typing import Mapping
 
 from brgen_build.errors import BrgenError
 
@@ -25,6 +26,11 @@ def derive_seed(recipe_seed: int, purpose: str, name: str) -> int:
     return stable_hash(recipe_seed, purpose, name) % (2**31)
 
 
+def shard_index(name: str, count: int) -> int:
+    """Index of the shard that owns item `name` among `count` shards."""
+    return stable_hash("shard", name) % count
+
+
 @dataclass(frozen=True)
 class Shard:
     """Shard `index` of `count`: the items whose name hashes to `index` modulo `count`."""
@@ -37,7 +43,7 @@ class Shard:
             raise BrgenError(f"invalid shard {self.index}/{self.count}: the index must be in 0..count-1, e.g. --shard 0/4")
 
     def owns(self, name: str) -> bool:
-        return self.count == 1 or stable_hash("shard", name) % self.count == self.index
+        return self.count == 1 or shard_index(name, self.count) == self.index
 
     @property
     def label(self) -> str:
@@ -58,15 +64,74 @@ def parse_shard(text: str) -> Shard:
     return Shard(int(match.group(1)), int(match.group(2)))
 
 
-def shard_from_environment(environ: dict | None = None) -> Shard:
-    """Read the shard a launcher assigned: torchrun / accelerate (`RANK`, `WORLD_SIZE`) or a Slurm array.
+def shard_from_environment(environ: Mapping[str, str] | None = None) -> Shard:
+    """Return the shard a launcher assigned, or shard 0/1 when no launcher variables are set."""
+    return detect_shard(environ)[0]
 
-    Returns shard 0/1 when no launcher variables are set.
+
+def detect_shard(environ: Mapping[str, str] | None = None) -> tuple[Shard, str]:
+    """Read the shard a launcher assigned and describe where it came from, for the log.
+
+    - torchrun and `accelerate launch` (which runs torchrun) set `RANK` and `WORLD_SIZE`.
+    - A Slurm array sets `SLURM_ARRAY_TASK_ID`, `SLURM_ARRAY_TASK_COUNT`, `SLURM_ARRAY_TASK_MIN` and
+      `SLURM_ARRAY_TASK_STEP`; task ids `MIN, MIN+STEP, ...` become shards 0, 1, ...
+    - Both together (torchrun started in each task of a Slurm array) give shard `task * WORLD_SIZE + RANK`
+      of `task count * WORLD_SIZE`, so every process of every task gets its own shard.
+
+    Raises:
+        BrgenError: a variable is not an integer, or the values do not form a valid shard.
     """
     environ = os.environ if environ is None else environ
-    if "WORLD_SIZE" in environ and "RANK" in environ:
-        return Shard(int(environ["RANK"]), int(environ["WORLD_SIZE"]))
-    if "SLURM_ARRAY_TASK_ID" in environ and "SLURM_ARRAY_TASK_COUNT" in environ:
-        task_min = int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-        return Shard(int(environ["SLURM_ARRAY_TASK_ID"]) - task_min, int(environ["SLURM_ARRAY_TASK_COUNT"]))
-    return Shard()
+    ranks = _torchrun_rank(environ)
+    array = _slurm_array_task(environ)
+    if ranks and array:
+        (rank, world), (task, tasks) = ranks, array
+        shard = _checked_shard(task * world + rank, tasks * world, "Slurm array task x torchrun rank")
+        return shard, f"Slurm array task {task} of {tasks} x torchrun/accelerate rank {rank} of {world}"
+    if ranks:
+        rank, world = ranks
+        return _checked_shard(rank, world, "RANK and WORLD_SIZE"), f"torchrun/accelerate (RANK={rank}, WORLD_SIZE={world})"
+    if array:
+        task, tasks = array
+        return _checked_shard(task, tasks, "the Slurm array variables"), f"Slurm array (task {task} of {tasks})"
+    return Shard(), "no launcher variables set: one shard"
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int | None = None) -> int:
+    text = environ.get(name)
+    if text is None:
+        if default is None:
+            raise BrgenError(f"environment variable {name} is not set")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise BrgenError(f"environment variable {name}={text!r} is not an integer. Unset it or pass --shard I/N") from None
+
+
+def _torchrun_rank(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    if "RANK" not in environ or "WORLD_SIZE" not in environ:
+        return None
+    return _integer(environ, "RANK"), _integer(environ, "WORLD_SIZE")
+
+
+def _slurm_array_task(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    if "SLURM_ARRAY_TASK_ID" not in environ or "SLURM_ARRAY_TASK_COUNT" not in environ:
+        return None
+    task_id = _integer(environ, "SLURM_ARRAY_TASK_ID")
+    count = _integer(environ, "SLURM_ARRAY_TASK_COUNT")
+    first = _integer(environ, "SLURM_ARRAY_TASK_MIN", 0)
+    step = max(_integer(environ, "SLURM_ARRAY_TASK_STEP", 1), 1)
+    index, remainder = divmod(task_id - first, step)
+    if remainder or not 0 <= index < count:
+        raise BrgenError(
+            f"Slurm array task id {task_id} does not map to a shard (min {first}, step {step}, count {count}): "
+            f"submit the array as --array=0-{count - 1} (a range, optionally with :STEP and %LIMIT), or pass --shard I/{count}"
+        )
+    return index, count
+
+
+def _checked_shard(index: int, count: int, source: str) -> Shard:
+    if count < 1 or not 0 <= index < count:
+        raise BrgenError(f"invalid shard {index}/{count} from {source}: the index must be in 0..count-1. Pass --shard I/N to override it")
+    return Shard(index, count)

@@ -8,6 +8,7 @@ method may change any pixel. The share of pixels it changed outside the mask is 
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -97,6 +98,13 @@ class Inpainter(ABC):
         """Ids and hashes of the weights in use, recorded with every forgery."""
         return {}
 
+    def batch_key(self, height: int, width: int) -> tuple[int, int]:
+        """The size a photo of this size has inside the model; only photos with equal keys share a batch.
+
+        Methods that resize photos to a working size return it, so photos of different sizes can share a batch.
+        """
+        return height, width
+
     def settings(self) -> dict:
         """Parameters recorded with every forgery (steps, guidance, ...)."""
         return {key: value for key, value in self.params.items() if key != "weights"}
@@ -106,10 +114,60 @@ class Inpainter(ABC):
         """Inpaint a batch; results come back in request order."""
 
 
+class WeightFileInpainter(Inpainter):
+    """An inpainter whose weights are one file of the weight registry (`manifests/weights.yaml`).
+
+    `check` finds the file (the `weights` parameter, the component's environment variable, then the weights
+    folder) or raises MissingWeightsError; subclasses load it in `load` and fill `_checkpoint`.
+    """
+
+    weights_component: ClassVar[str] = "generator"
+
+    def __init__(self, params: dict[str, Any] | None = None, device: str = "auto"):
+        super().__init__(params, device)
+        self.model = None
+        self.weights_path = None
+        self._checkpoint: dict = {}
+
+    def check(self) -> None:
+        from inpainters.weights import resolve
+
+        self.weights_path = resolve(self.name, self.weights_component, self.params.get("weights"))
+
+    def checkpoint(self) -> dict:
+        return self._checkpoint
+
+
 def resolve_device(device: str) -> str:
-    """`auto` becomes `cuda` when a GPU is visible, else `cpu`; anything else is returned as given."""
-    if device != "auto":
+    """Return the torch device to use for `device`.
+
+    `auto` becomes `cuda` when a GPU is visible, else `cpu`. When a launcher set `LOCAL_RANK` (torchrun,
+    `accelerate launch`), `cuda` without an index becomes `cuda:<LOCAL_RANK>`, so each process of a node gets
+    its own GPU; a process that sees a single GPU (CUDA_VISIBLE_DEVICES set per process) uses `cuda:0`.
+    Anything else is returned as given.
+    """
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cuda" or "LOCAL_RANK" not in os.environ:
         return device
+    return _local_gpu(os.environ["LOCAL_RANK"])
+
+
+def _local_gpu(local_rank_text: str) -> str:
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        local_rank = int(local_rank_text)
+    except ValueError:
+        raise MethodError(f"LOCAL_RANK={local_rank_text!r} is not an integer; unset it or pass --device cuda:N") from None
+    visible = torch.cuda.device_count()
+    if local_rank < visible:
+        return f"cuda:{local_rank}"
+    if visible == 1:
+        return "cuda:0"
+    raise MethodError(
+        f"LOCAL_RANK={local_rank} but this process sees {visible} GPU(s); start at most {visible} processes per node "
+        "(torchrun --nproc_per_node) or pass --device cuda:N"
+    )

@@ -1,7 +1,8 @@
-"""Shared steps of every method: padding to a size multiple, mask binarisation and paste-back."""
+"""Shared steps of every method: padding to a size multiple, resizing, mask binarisation and paste-back."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -31,6 +32,18 @@ def pad_to_multiple(array: np.ndarray, multiple: int, mode: str = "reflect") -> 
     return np.pad(array, padding, mode=mode), (height, width)
 
 
+def pad_to_square(array: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad the bottom and right of an HxW[xC] array by reflection to a square whose side is a multiple of `multiple`.
+
+    The side is the smallest multiple not below the longer side. Returns the padded array and the original
+    (height, width) to crop back to. numpy repeats the reflection when the padding exceeds a side.
+    """
+    height, width = array.shape[:2]
+    side = -(-max(height, width) // multiple) * multiple
+    padding = [(0, side - height), (0, side - width)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, padding, mode="reflect"), (height, width)
+
+
 def paste_back(real: np.ndarray, generated: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Take generated pixels inside the hole and real pixels everywhere else (a hard paste, no feathering)."""
     if generated.shape != real.shape:
@@ -45,3 +58,25 @@ def changed_share(real: np.ndarray, other: np.ndarray, region: np.ndarray) -> fl
         return 0.0
     changed = np.any(real != other, axis=2) & region
     return float(changed.sum()) / count
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an HxWx3 uint8 image to `size` = (height, width): area averaging to shrink, bicubic to enlarge."""
+    height, width = image.shape[:2]
+    if (height, width) == tuple(size):
+        return image
+    shrinking = size[0] * size[1] < height * width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
+
+
+def resize_hole(hole: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a bool HxW hole mask to `size` = (height, width); a pixel touched by the hole stays hole.
+
+    Keeping every touched pixel makes the model's hole cover the whole native hole after resizing back,
+    so paste-back never takes unregenerated pixels from inside the mask.
+    """
+    if hole.shape == tuple(size):
+        return hole
+    coverage = cv2.resize(hole.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return coverage > 0

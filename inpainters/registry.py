@@ -11,6 +11,10 @@ from inpainters.base import Inpainter, MethodError
 _METHODS = {
     "opencv-telea": "inpainters.opencv_telea:OpenCVTelea",
     "lama": "inpainters.lama:LaMa",
+    "mat": "inpainters.mat:MAT",
+    "sdxl": "inpainters.sdxl:SDXLInpainter",
+    "brushnet": "inpainters.brushnet:BrushNetInpainter",
+    "powerpaint": "inpainters.powerpaint:PowerPaintInpainter",
 }
 
 

@@ -1,46 +1,340 @@
-"""Finding a method's weight file on disk. Nothing here downloads.
+"""The weight registry: which files each method loads, where they are on disk, and how to load them safely.
 
-A weight file is looked up, in order, at the recipe's (or the command line's) `weights` path, at the path
-in the method's environment variable, and at `$BRGEN_WEIGHTS_DIR/<method>/<file name>`.
+`manifests/weights.yaml` lists every component of every method: its source (a URL, a Hugging Face
+repository, or a page to download from by hand), the hash the upstream publishes, its licence and origin.
+A method gets a component's local path from `resolve(method, component, explicit)`, which looks, in
+order, at the explicit path (the recipe's or the command line's `weights`), at the component's environment
+variable, and in the weights folder (`weights_dir()`). When none holds it, `MissingWeightsError` names the
+file, where it comes from and the `brgen weights fetch` command.
+
+Nothing here downloads; `inpainters.fetch` does, and only `brgen weights fetch` calls it.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import hashlib
+import json
+import logging
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from brgen_build.errors import BrgenError
 from inpainters.base import MethodError
 
+logger = logging.getLogger(__name__)
 
-def weights_dir() -> Path | None:
+# Written by `brgen weights fetch` into each Hugging Face download folder: the commit and the file hashes.
+FETCH_RECORD = ".brgen-fetch.json"
+
+_COMPONENT_KEYS = {
+    "description", "url", "file", "md5", "sha256", "repo", "revision", "allow_patterns", "subfolder",
+    "manual", "path", "required", "size", "licence", "origin", "env", "optional",
+}
+
+
+class MissingWeightsError(MethodError):
+    """A component's files are not on disk. The message names where they come from and the fetch command."""
+
+
+class RegistryError(BrgenError):
+    """The weight registry file is invalid; the message names the entry and the key."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One downloadable part of a method's weights, as `manifests/weights.yaml` describes it."""
+
+    method: str
+    name: str
+    description: str
+    licence: str
+    origin: str
+    url: str | None = None
+    file: str | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    repo: str | None = None
+    revision: str = "main"
+    allow_patterns: tuple[str, ...] = ()
+    subfolder: str | None = None
+    manual: str | None = None
+    path: str | None = None
+    required: tuple[str, ...] = ()
+    size: int | None = None
+    env: str | None = None
+    optional: bool = False
+
+    @property
+    def source(self) -> str:
+        """`url`, `hub` or `manual`."""
+        if self.url:
+            return "url"
+        return "hub" if self.repo else "manual"
+
+    @property
+    def digest(self) -> tuple[str, str] | None:
+        """(algorithm, hex digest) that the upstream publishes for a single-file component, if any."""
+        if self.sha256:
+            return "sha256", self.sha256
+        if self.md5:
+            return "md5", self.md5
+        return None
+
+    def download_path(self, root: Path) -> Path:
+        """Return the path `brgen weights fetch` writes this component to: the file, or the folder of a download."""
+        if self.source == "url":
+            return root / self.method / self.file
+        if self.source == "hub":
+            return root / "hub" / self.repo
+        return root / self.path
+
+    def default_path(self, root: Path) -> Path:
+        """Return the path a method loads when nothing overrides it: the file, or the folder with `required` files."""
+        folder = self.download_path(root)
+        return folder / self.subfolder if self.source == "hub" and self.subfolder else folder
+
+    def where_from(self) -> str:
+        if self.source == "url":
+            algorithm, value = self.digest or ("", "")
+            return f"{self.url}" + (f" ({algorithm} {value})" if value else "")
+        if self.source == "hub":
+            inside = f", folder {self.subfolder}" if self.subfolder else ""
+            return f"https://huggingface.co/{self.repo} (revision {self.revision}{inside})"
+        return f"{self.manual} (download by hand)"
+
+    def fetch_command(self) -> str:
+        command = f"brgen weights fetch {self.method}"
+        return f"{command} --component {self.name}" if self.optional else command
+
+    def missing_files(self, path: Path) -> list[str]:
+        """Return the `required` patterns with no match under `path`, or [file name] when a file component is absent."""
+        if self.source == "url":
+            return [] if path.is_file() else [self.file]
+        if not path.is_dir():
+            return list(self.required) or [path.name]
+        return [pattern for pattern in self.required if not any(path.glob(pattern))]
+
+
+def weights_dir() -> Path:
+    """Return the folder `brgen weights fetch` writes to: $BRGEN_WEIGHTS_DIR, else `brgen` under the Hugging Face home."""
     value = os.environ.get("BRGEN_WEIGHTS_DIR")
-    return Path(value).expanduser() if value else None
+    if value:
+        return Path(value).expanduser()
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME).expanduser() / "brgen"
 
 
-def locate_weight_file(method: str, explicit: str | None, env_var: str, file_name: str, origin: str) -> Path:
-    """Return the path of a method's weight file or raise MethodError naming every place looked at.
+def registry_path() -> Path:
+    from manifests import data_path
+
+    return data_path("weights.yaml")
+
+
+@functools.lru_cache(maxsize=4)
+def load_registry(path: Path | None = None) -> dict[str, dict[str, Component]]:
+    """Parse the registry into {method: {component name: Component}}; an invalid entry raises RegistryError."""
+    path = path or registry_path()
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path}: expected a mapping of methods to components")
+    registry = {}
+    for method, entries in data.items():
+        if not isinstance(entries, dict) or not entries:
+            raise RegistryError(f"{path}: method {method!r} must map component names to their fields")
+        registry[method] = {name: _parse_component(path, method, name, fields) for name, fields in entries.items()}
+    return registry
+
+
+def _parse_component(path: Path, method: str, name: str, fields) -> Component:
+    where = f"{path}: {method}.{name}"
+    if not isinstance(fields, dict):
+        raise RegistryError(f"{where} must be a mapping of fields")
+    unknown = sorted(set(fields) - _COMPONENT_KEYS)
+    if unknown:
+        raise RegistryError(f"{where} has unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_COMPONENT_KEYS))}")
+    for key in ("description", "licence", "origin"):
+        if not fields.get(key):
+            raise RegistryError(f"{where} needs `{key}`")
+    sources = [key for key in ("url", "repo", "manual") if fields.get(key)]
+    if len(sources) != 1:
+        raise RegistryError(f"{where} needs exactly one of `url`, `repo` or `manual`, got {sources or 'none'}")
+    if fields.get("url") and not fields.get("file"):
+        raise RegistryError(f"{where} has a `url` but no `file` name")
+    if fields.get("manual") and not fields.get("path"):
+        raise RegistryError(f"{where} has a `manual` source but no `path` to put the files")
+    values = dict(fields)
+    for key in ("allow_patterns", "required"):
+        values[key] = tuple(values.get(key) or ())
+    return Component(method=method, name=name, **values)
+
+
+def components(method: str) -> dict[str, Component]:
+    """Return the registry's components of `method`, or {} for a method without weights."""
+    return load_registry().get(method, {})
+
+
+def component(method: str, name: str) -> Component:
+    entries = components(method)
+    if name not in entries:
+        listed = ", ".join(entries) or "none"
+        raise MethodError(f"{method}: no weight component {name!r} in {registry_path()} (components: {listed})")
+    return entries[name]
+
+
+def locate(entry: Component, explicit: str | os.PathLike | None = None, parameter: str = "weights") -> tuple[Path, str]:
+    """Return the one path where a component is looked for, and what chose that path.
+
+    The explicit path (the recipe's or the command line's `parameter`, `weights` by default) wins, then the
+    component's environment variable, then the weights folder.
+    """
+    if explicit:
+        return Path(explicit).expanduser(), f"the `{parameter}` parameter"
+    if entry.env and os.environ.get(entry.env):
+        return Path(os.environ[entry.env]).expanduser(), f"${entry.env}"
+    return entry.default_path(weights_dir()), "the weights folder"
+
+
+def resolve(method: str, name: str, explicit: str | os.PathLike | None = None, parameter: str = "weights") -> Path:
+    """Return the local path of a component, or raise MissingWeightsError before any work starts.
 
     Args:
-        method: the method's name, used for `$BRGEN_WEIGHTS_DIR/<method>/`.
-        explicit: a path from the recipe or the command line, or None.
-        env_var: the environment variable that may hold the path.
-        file_name: the official file name (`big-lama.pt`).
-        origin: where the file comes from, for the error message.
+        method: the method's name (`lama`).
+        name: the component (`generator`).
+        explicit: a path from the recipe or the command line; when given, it is the only place looked at.
+        parameter: the method parameter `explicit` came from, for the error message.
     """
-    looked_at = []
-    candidates = []
-    if explicit:
-        candidates.append(("the `weights` parameter", Path(explicit).expanduser()))
-    elif os.environ.get(env_var):
-        candidates.append((f"${env_var}", Path(os.environ[env_var]).expanduser()))
-    elif weights_dir() is not None:
-        candidates.append(("$BRGEN_WEIGHTS_DIR", weights_dir() / method / file_name))
-    for label, path in candidates:
-        if path.is_file():
-            return path
-        looked_at.append(f"{path} (from {label})")
-    where = "; looked at " + ", ".join(looked_at) if looked_at else ""
-    raise MethodError(
-        f"{method}: weight file {file_name} not found{where}. It comes from {origin}. "
-        f"Pass --weights PATH, set {env_var}=PATH, or put it at $BRGEN_WEIGHTS_DIR/{method}/{file_name}"
+    entry = component(method, name)
+    path, label = locate(entry, explicit, parameter)
+    missing = entry.missing_files(path)
+    if not missing:
+        return path
+    overrides = "pass --weights PATH" + (f" or set {entry.env}=PATH" if entry.env else "")
+    raise MissingWeightsError(
+        f"{method}: weight file {', '.join(missing)} not found at {path} (from {label}). "
+        f"It is the {entry.description}, from {entry.where_from()}. "
+        f"Fetch it with `{entry.fetch_command()}` (into {weights_dir()}), or {overrides}"
     )
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_blob_sha1(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Compute a file's git object id: sha1 over `blob <size>\\0` and the content (the Hub lists it for non-LFS files)."""
+    digest = hashlib.sha1(f"blob {os.path.getsize(path)}\0".encode())
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_record(method: str, name: str, path: Path) -> dict:
+    """Return the facts recorded with every forgery about a single-file component: path, hash, and whether it is the official file."""
+    entry = component(method, name)
+    algorithm, expected = entry.digest or ("sha256", None)
+    actual = file_digest(path, algorithm)
+    if expected and actual != expected:
+        logger.warning("%s: %s has %s %s, not the official %s; using it as given", method, path, algorithm, actual, expected)
+    return {"file": str(path), algorithm: actual, "official": actual == expected}
+
+
+def load_torchscript(path: Path, device: str, method: str):
+    """Load a TorchScript archive as it is (it contains code and weights, and runs no pickle)."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            # Some official weights exist only as TorchScript, which torch 2.10+ marks as deprecated.
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=DeprecationWarning)
+            return torch.jit.load(str(path), map_location=device)
+    except (RuntimeError, ValueError) as error:
+        raise MethodError(f"{method}: {path} is not a loadable TorchScript file ({error}); fetch it again with `brgen weights fetch {method}`") from None
+
+
+def load_state_dict(path: Path, method: str) -> dict:
+    """Load a state dict without running pickled code: safetensors as is, anything else with weights_only=True."""
+    import torch
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError or OSError for damaged files
+        raise MethodError(f"{method}: cannot load {path} as a state dict ({type(error).__name__}: {error}); fetch it again with `brgen weights fetch {method}`") from None
+    if not isinstance(state, dict):
+        raise MethodError(f"{method}: {path} contains a {type(state).__name__}, not a state dict (a mapping of names to tensors)")
+    return state
+
+
+@dataclass
+class Verification:
+    """The outcome of checking one component on disk.
+
+    Attributes:
+        status: `ok`, `mismatch`, `missing` or `unverified` (present, but no hash to compare with).
+        path: the component's path.
+        details: one line per problem or per unverifiable file.
+    """
+
+    status: str
+    path: Path
+    details: list[str]
+
+
+def verify(entry: Component, path: Path) -> Verification:
+    """Hash a component's files and compare them with the registry (files) or the fetch record (Hub downloads)."""
+    missing = entry.missing_files(path)
+    if missing:
+        return Verification("missing", path, [f"not found: {name}" for name in missing])
+    if entry.source == "url":
+        if not entry.digest:
+            return Verification("unverified", path, ["the registry has no hash for this file"])
+        algorithm, expected = entry.digest
+        actual = file_digest(path, algorithm)
+        if actual != expected:
+            return Verification("mismatch", path, [f"{algorithm} {actual}, expected {expected}"])
+        return Verification("ok", path, [])
+    if entry.source == "manual":
+        return Verification("unverified", path, ["no published hash for a component downloaded by hand"])
+    return _verify_hub_folder(entry, path)
+
+
+def _verify_hub_folder(entry: Component, path: Path) -> Verification:
+    record_path = entry.download_path(weights_dir()) / FETCH_RECORD
+    if path.resolve() != entry.default_path(weights_dir()).resolve() or not record_path.is_file():
+        return Verification("unverified", path, [f"no hashes recorded; `{entry.fetch_command()}` records them from the Hub"])
+    record = json.loads(record_path.read_text())
+    root = record_path.parent
+    problems, checked = [], 0
+    for name, expected in sorted(record.get("files", {}).items()):
+        if entry.allow_patterns and not any(fnmatch.fnmatch(name, pattern) for pattern in entry.allow_patterns):
+            continue
+        file_path = root / name
+        if not file_path.is_file():
+            problems.append(f"not found: {name}")
+            continue
+        checked += 1
+        if "sha256" in expected:
+            actual, wanted, algorithm = file_digest(file_path), expected["sha256"], "sha256"
+        else:
+            actual, wanted, algorithm = git_blob_sha1(file_path), expected["git_sha1"], "git sha1"
+        if actual != wanted:
+            problems.append(f"{name}: {algorithm} {actual}, expected {wanted}")
+    if problems:
+        status = "mismatch" if any(not line.startswith("not found") for line in problems) else "missing"
+        return Verification(status, path, problems)
+    return Verification("ok", path, [f"{checked} files match commit {record.get('commit', '?')}"])

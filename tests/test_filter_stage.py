@@ -211,7 +211,7 @@ def test_missing_clip_weights_fail_before_work(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert run_cli("filter", "--root", str(root.path), "--no-progress") == 2
     assert "clip-score: weight folder not found" in capsys.readouterr().err
-    assert not root.manifest_dir("filter").exists()
+    assert list(root.manifest_dir("filter").rglob("*.jsonl")) == []
 
 
 def test_filter_stage_needs_a_filter_section(tmp_path, sample_recipe, capsys):
@@ -280,7 +280,7 @@ def test_report_page_shows_outcomes_and_examples(telea_root):
 
 def test_report_command_writes_page(telea_root, capsys):
     out = telea_root.path / "page.html"
-    assert run_cli("filter-report", str(telea_root.path), "--out", str(out)) == 0
+    assert run_cli("report", "filter", str(telea_root.path), "--out", str(out)) == 0
     assert out.read_text().startswith("<!doctype html>")
 
 

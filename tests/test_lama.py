@@ -1,21 +1,30 @@
-"""LaMa's real loading and inference path, on a tiny TorchScript model with big-lama.pt's call signature."""
+"""LaMa's real loading and inference path, on tiny TorchScript models with big-lama.pt's call signature, and
+brgen's full-size big-lama architecture against the official parameter listing."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from brgen_build.files import read_png
 from brgen_build.layout import DatasetRoot
 from brgen_build.manifest import read_records
-from conftest import sample_recipe_data, write_recipe
+from conftest import describe_state, read_forgery, read_listing, sample_photo, sample_recipe_data, write_recipe
 from inpainters.base import InpaintRequest, MethodError
 from inpainters.lama import LaMa
+from inpainters.lama_arch import FFCResNetGenerator, LamaInpaintingModel
 from test_pipeline import run_cli
 
-# The tiny model is scripted the way big-lama.pt was exported; torch 2.10+ marks TorchScript as deprecated.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+# big-lama.pt is TorchScript, so the tiny models are too; torch 2.10+ marks TorchScript as deprecated.
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.trace_method` is deprecated:DeprecationWarning"),
+]
+
+LISTING = Path(__file__).resolve().parent / "data" / "listings" / "lama_big_lama_generator.tsv"
 
 
 class TinyLama(torch.nn.Module):
@@ -52,9 +61,7 @@ def build_with_lama(tmp_path, weights, name="root"):
 def test_lama_builds_a_verified_dataset(tmp_path, tiny_lama):
     root = build_with_lama(tmp_path, tiny_lama)
     forgery_id = "LaMa_Stuff_COCO_000000142238"
-    real = read_png(root.au("val", "COCO_000000142238"))
-    forgery = read_png(root.tp("val", forgery_id))
-    hole = read_png(root.gt("val", forgery_id)) == 255
+    real, forgery, hole = read_forgery(root, "val", "COCO_000000142238", forgery_id)
     assert forgery.shape == real.shape == (427, 640, 3)
     assert np.array_equal(forgery[~hole], real[~hole])
     assert np.mean(np.any(forgery[hole] != real[hole], axis=1)) > 0.9
@@ -123,3 +130,32 @@ def test_weights_from_environment(tiny_lama, monkeypatch):
 def test_unknown_parameter_is_rejected():
     with pytest.raises(MethodError, match="unknown parameter"):
         LaMa({"weight": "x"})
+
+
+def test_full_size_architecture_matches_official_listing():
+    official = read_listing(LISTING)
+    with torch.device("meta"):
+        generator = FFCResNetGenerator()
+    ours = describe_state(generator)
+    assert sorted(set(official) - set(ours)) == []
+    assert sorted(set(ours) - set(official)) == []
+    assert {name: ours[name] for name in official if ours[name] != official[name]} == {}
+    assert sum(parameter.numel() for parameter in generator.parameters()) == 50_975_875
+
+
+def test_traced_brgen_architecture_loads_and_inpaints(tmp_path):
+    torch.manual_seed(0)
+    model = LamaInpaintingModel(FFCResNetGenerator(ngf=8, n_blocks=1)).eval()
+    path = tmp_path / "big-lama.pt"
+    torch.jit.trace(model, (torch.rand(1, 3, 64, 64), torch.ones(1, 1, 64, 64)), check_trace=False).save(str(path))
+
+    real = sample_photo()[100:190, 200:350]
+    mask = np.zeros(real.shape[:2], np.uint8)
+    mask[20:70, 30:110] = 255
+    lama = LaMa({"weights": str(path)}, device="cpu")
+    lama.load()
+    result = lama.inpaint([InpaintRequest("x", np.ascontiguousarray(real), mask, seed=0)])[0]
+    hole = mask == 255
+    assert result.image.shape == (90, 150, 3)
+    assert np.array_equal(result.image[~hole], real[~hole])
+    assert np.mean(np.any(result.image[hole] != real[hole], axis=1)) > 0.9

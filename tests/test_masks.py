@@ -189,7 +189,8 @@ def test_pool_matches_single_process(tmp_path, monkeypatch):
     for path in root.manifest_dir("reals").glob("*.jsonl"):
         (pooled_root.manifest_dir("reals") / path.name).write_bytes(path.read_bytes())
     stage = MasksStage(pooled_root, pooled_root.load_recipe(None), workers=2)
-    stage.batch_size = 3  # the first batch then holds both photos, so two tasks go to the pool
+    stage.pool_threshold = 0
+    monkeypatch.setattr(MasksStage, "choose_batch_size", lambda self, pending: 4)  # both photos in one batch
     pools = []
     original_render = MasksStage._render
     monkeypatch.setattr(MasksStage, "_render", lambda self, tasks: pools.append((self._pool, len(tasks))) or original_render(self, tasks))

@@ -1,9 +1,6 @@
 """The whole build on the two bundled photos: reals, masks, opencv-telea forgeries, verify, re-run."""
 
-import json
-
 import numpy as np
-import pytest
 
 from brgen_build.files import read_png
 from brgen_build.layout import DatasetRoot
@@ -11,15 +8,13 @@ from brgen_build.manifest import read_records
 from conftest import run_cli
 
 
-@pytest.fixture
-def built_root(tmp_path, sample_recipe):
-    root = tmp_path / "root"
-    assert run_cli("build", "--stage", "all", "--root", str(root), "--recipe", str(sample_recipe), "--no-progress") == 0
-    return DatasetRoot(root)
-
-
 def snapshot(root: DatasetRoot) -> dict:
-    return {path.relative_to(root.path).as_posix(): path.stat().st_mtime_ns for path in root.path.rglob("*") if path.is_file()}
+    """Modification times of the dataset's files; shard lock and state files, rewritten by every run, are left out."""
+    return {
+        path.relative_to(root.path).as_posix(): path.stat().st_mtime_ns
+        for path in root.path.rglob("*")
+        if path.is_file() and not path.name.endswith((".lock", ".state.json"))
+    }
 
 
 def test_build_writes_release_layout(built_root):
@@ -86,31 +81,6 @@ def test_deleted_forgery_is_redone(built_root):
     assert path.read_bytes() == original
 
 
-def test_verify_names_a_changed_pixel(built_root, capsys):
-    from PIL import Image
-
-    path = built_root.tp("val", "OpenCVTelea_Stuff_COCO_000000142238")
-    gt = read_png(built_root.gt("val", "OpenCVTelea_Stuff_COCO_000000142238"))
-    forgery = read_png(path).copy()
-    y, x = np.argwhere(gt == 0)[0]
-    forgery[y, x] = 255 - forgery[y, x]
-    Image.fromarray(forgery).save(path)
-    capsys.readouterr()
-    assert run_cli("verify", str(built_root.path)) == 1
-    out = capsys.readouterr().out
-    assert "val/Tp/OpenCVTelea_Stuff_COCO_000000142238.png: sha256 differs" in out
-
-
-def test_verify_json_counts(built_root, capsys):
-    capsys.readouterr()
-    assert run_cli("verify", str(built_root.path), "--json") == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["ok"] is True
-    rows = {(r["split"], r["kind"], r["method"]): r for r in report["counts"]}
-    assert rows[("train", "Stuff", "opencv-telea")]["found"] == 1
-    assert rows[("val", "-", "-")]["expected"] == 1
-
-
 def test_unknown_method_lists_available(tmp_path, sample_recipe, capsys):
     assert run_cli("inpaint", "--method", "lamma", "--root", str(tmp_path / "r"), "--recipe", str(sample_recipe)) == 2
     err = capsys.readouterr().err
@@ -123,11 +93,10 @@ def test_method_missing_from_recipe_is_an_error(tmp_path, sample_recipe, capsys)
     assert "method 'lama' is not under `methods`" in capsys.readouterr().err
 
 
-def test_quickstart_builds_and_verifies(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("BRGEN_LAMA_WEIGHTS", raising=False)
-    monkeypatch.delenv("BRGEN_WEIGHTS_DIR", raising=False)
+def test_quickstart_builds_and_verifies(tmp_path, capsys):
     assert run_cli("quickstart", "--out", str(tmp_path / "sample"), "--no-progress") == 0
     out = capsys.readouterr().out
     assert "lama: not run" in out
+    assert "mat: not run" in out
     assert "OK: every expected file is present" in out
     assert len(list((tmp_path / "sample").glob("*/Tp/OpenCVTelea_*.png"))) == 4

@@ -14,7 +14,7 @@ Records:
   attempt (seed, files, facts) and with a `quality` summary, or with status `skipped` and the reason when
   dropped. It is the newest record of the forgery, so `brgen inpaint` does not remake the forgery,
   `brgen verify` counts a dropped forgery as skipped, and every later reader finds the seed of the file.
-- `filter/<method>/<forgery id>_attempt<k>.png`: a thumbnail of each attempt's mask box, for `brgen filter-report`.
+- `filter/<method>/<forgery id>_attempt<k>.png`: a thumbnail of each attempt's mask box, for `brgen report filter`.
 """
 
 from __future__ import annotations

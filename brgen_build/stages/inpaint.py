@@ -81,10 +81,10 @@ class InpaintStage(Stage):
         self._reals = read_records(self.root.manifest_dir("reals"))
 
     def batches(self, pending: list[Item]):
-        """Batches of items whose photos share a size, so batched models need no extra padding."""
+        """Batches of items whose photos share a size inside the model (`Inpainter.batch_key`), so batched models need no extra padding."""
         def size(item: Item) -> tuple[int, int]:
             real = self._reals[item.payload["real"]]
-            return real["height"], real["width"]
+            return self.inpainter.batch_key(real["height"], real["width"])
 
         for _, group in groupby(sorted(pending, key=lambda item: (size(item), item.id)), key=size):
             group = list(group)

@@ -27,6 +27,7 @@ from brgen_build.layout import DatasetRoot, mask_id
 from brgen_build.manifest import OK, SKIPPED, read_records
 from brgen_build.recipe import MaskRules, Recipe, SourceSpec
 from brgen_build.seeding import derive_seed
+from brgen_build.workers import usable_cpus
 from mask_gen.categories import CategoryTable
 from mask_gen.coco import CocoAnnotations, ImageAnnotations, PendingImage
 from mask_gen.labelmaps import LabelMapAnnotations
@@ -35,8 +36,8 @@ from mask_gen.regions import background_region, stuff_region
 
 logger = logging.getLogger(__name__)
 
-# Masks per batch: large enough to amortise inter-process transfer, the wait for the slowest worker and the
-# manifest's fsync, small enough to show progress every few seconds.
+# Maximum masks per batch: large enough to amortise inter-process transfer, the wait for the slowest worker and
+# the manifest's fsync, small enough to show progress every few seconds.
 BATCH_SIZE = 512
 MAX_DEFAULT_WORKERS = 8
 
@@ -88,11 +89,7 @@ def render_masks(task: PhotoTask) -> tuple[dict, list[dict]]:
 
 def default_workers() -> int:
     """Worker processes when the recipe sets none: the CPUs this process may use, at most 8."""
-    if hasattr(os, "sched_getaffinity"):
-        usable = len(os.sched_getaffinity(0))
-    else:
-        usable = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, usable))
+    return min(MAX_DEFAULT_WORKERS, usable_cpus())
 
 
 def load_annotations(source: SourceSpec):
@@ -111,6 +108,8 @@ def load_annotations(source: SourceSpec):
 class MasksStage(Stage):
     name = "masks"
     batch_size = BATCH_SIZE
+    # Fewer pending masks than this render in the main process: starting the pool would take longer.
+    pool_threshold = 256
 
     def __init__(self, root: DatasetRoot, recipe: Recipe, workers: int | None = None):
         super().__init__(root)
@@ -133,6 +132,7 @@ class MasksStage(Stage):
     def prepare(self, pending: list[Item]) -> None:
         """Open every annotation source and load the segmenter before the first mask, so that a wrong path
         fails at once with its name instead of after hours of work."""
+        self.batch_size = self.choose_batch_size(len(pending))
         tokens = sorted({item.payload[0]["source"] for item in pending})
         for token in tokens:
             self.annotations(token)
@@ -141,12 +141,21 @@ class MasksStage(Stage):
             from mask_gen.segmenters import load_segmenter
 
             self._segmenter = load_segmenter(self.recipe.masks.segmenter)
-        if self.workers > 1 and len(pending) > self.batch_size:
+        if self.workers > 1 and len(pending) >= self.pool_threshold:
             # forkserver: workers do not inherit the parent's threads (torch, tqdm) or loaded models. The
             # server imports this module once, so each worker starts without importing it again.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+
+    def choose_batch_size(self, pending: int) -> int:
+        """Size batches so that each worker gets about four per run, up to BATCH_SIZE masks.
+
+        Small runs thus record their progress photo by photo. A batch always contains whole photos, because
+        the items of one photo are adjacent in the plan.
+        """
+        kinds = len(self.recipe.masks.kinds)
+        return max(kinds, min(BATCH_SIZE, pending // (4 * self.workers)) // kinds * kinds)
 
     def annotations(self, token: str):
         if token not in self._annotations:

@@ -1,4 +1,4 @@
-"""`brgen report`: files a person can look at to judge a dataset. Subcommands add one report each."""
+"""`brgen report masks`: the contact sheet of masks, a subcommand of the `brgen report` group."""
 
 from __future__ import annotations
 
@@ -12,17 +12,7 @@ from brgen_build.mask_sheet import SheetSettings, build_contact_sheet
 from brgen_build.recipe import MASK_KINDS, SPLITS
 
 
-@click.group(name="report")
-def report_group() -> None:
-    """Make reports a person can look at.
-
-    \b
-    Example:
-      brgen report masks /data/br-gen --count 24
-    """
-
-
-@report_group.command(name="masks")
+@click.command(name="masks")
 @click.argument("root_argument", required=False, type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG file to write. Default: ROOT/report/masks.png.")
 @click.option("--count", type=click.IntRange(min=1), default=12, show_default=True, help="Photos on the sheet, one row each.")
