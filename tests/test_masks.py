@@ -191,14 +191,14 @@ def test_pool_matches_single_process(tmp_path, monkeypatch):
     stage = MasksStage(pooled_root, pooled_root.load_recipe(None), workers=2)
     stage.pool_threshold = 0
     monkeypatch.setattr(MasksStage, "choose_batch_size", lambda self, pending: 4)  # both photos in one batch
-    pools = []
-    original_render = MasksStage._render
-    monkeypatch.setattr(MasksStage, "_render", lambda self, tasks: pools.append((self._pool, len(tasks))) or original_render(self, tasks))
+    queued = []
+    original_start = MasksStage._start
+    monkeypatch.setattr(MasksStage, "_start", lambda self, batch: queued.append(original_start(self, batch)) or queued[-1])
     summary = run_stage(stage, progress=False)
     pooled = read_records(pooled_root.manifest_dir("masks"))
     assert summary.counts["ok"] == 4
-    assert pools[0][0] is not None
-    assert pools[0][1] == 2
+    assert len(queued) == 1
+    assert queued[0].results is not None
     for mask_id, record in single.items():
         assert pooled[mask_id]["files"]["mask"]["sha256"] == record["files"]["mask"]["sha256"]
         assert pooled[mask_id]["classes"] == record["classes"]

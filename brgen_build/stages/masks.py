@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator
 
 from brgen_build.engine import Item, Stage, StageSummary
 from brgen_build.errors import BrgenError
@@ -59,6 +59,15 @@ class PhotoTask:
     categories: CategoryTable
     rules: MaskRules
     masks: list[MaskJob]
+
+
+@dataclass
+class StartedBatch:
+    """A batch whose photos are resolved: records so far, render tasks, and the pool's pending results."""
+
+    records: dict[str, dict]
+    tasks: list[tuple[list[Item], PhotoTask]]
+    results: Iterator[tuple[dict, list[dict]]] | None
 
 
 def render_masks(task: PhotoTask) -> tuple[dict, list[dict]]:
@@ -118,6 +127,8 @@ class MasksStage(Stage):
         self._annotations: dict[str, object] = {}
         self._segmenter = None
         self._pool: ProcessPoolExecutor | None = None
+        self._started: dict[str, StartedBatch] = {}
+        self._following: dict[str, list[Item]] = {}
 
     def plan(self) -> list[Item]:
         reals = read_records(self.root.manifest_dir("reals"))
@@ -178,7 +189,21 @@ class MasksStage(Stage):
             annotations.source, len(annotations.problems), annotations.problems[0], path,
         )
 
+    def batches(self, pending: list[Item]) -> Iterable[list[Item]]:
+        batches = list(super().batches(pending))
+        self._following = {batch[0].id: following for batch, following in zip(batches, batches[1:])}
+        return batches
+
     def process(self, batch: list[Item]) -> list[dict]:
+        """Finish this batch's masks; with a worker pool, first queue the next batch's, so workers never idle."""
+        started = self._started.pop(batch[0].id, None) or self._start(batch)
+        following = self._following.get(batch[0].id)
+        if self._pool is not None and following is not None and following[0].id not in self._started:
+            self._started[following[0].id] = self._start(following)
+        return self._finish(batch, started)
+
+    def _start(self, batch: list[Item]) -> StartedBatch:
+        """Resolve the batch's photos to render tasks and, with a pool, queue them on the workers."""
         records = {}
         photos: dict[str, tuple[dict, list[Item]]] = {}
         for item in batch:
@@ -208,7 +233,17 @@ class MasksStage(Stage):
         if to_segment:
             tasks += self._segment(to_segment, records)
 
-        for (items, _), (shared, results) in zip(tasks, self._render([task for _, task in tasks])):
+        results = None
+        if self._pool is not None and len(tasks) >= 2:
+            chunk = max(1, len(tasks) // (2 * self.workers))
+            results = self._pool.map(render_masks, [task for _, task in tasks], chunksize=chunk)
+        return StartedBatch(records, tasks, results)
+
+    def _finish(self, batch: list[Item], started: StartedBatch) -> list[dict]:
+        """Wait for the batch's masks (or render them here without a pool) and complete the records."""
+        records, tasks = started.records, started.tasks
+        rendered = list(started.results) if started.results is not None else [render_masks(task) for _, task in tasks]
+        for (items, _), (shared, results) in zip(tasks, rendered):
             for item, job, result in zip(items, self._jobs(items), results):
                 record = records[item.id]
                 record.update({"seed": job.seed, **shared})
@@ -232,12 +267,6 @@ class MasksStage(Stage):
     def _skip(records: dict[str, dict], items: list[Item], reason: str, problems: list[str] | None = None) -> None:
         for item in items:
             records[item.id].update({"status": SKIPPED, "reason": reason, "problems": problems or []})
-
-    def _render(self, tasks: list[PhotoTask]) -> list[tuple[dict, list[dict]]]:
-        if self._pool is None or len(tasks) < 2:
-            return [render_masks(task) for task in tasks]
-        chunk = max(1, len(tasks) // (2 * self.workers))
-        return list(self._pool.map(render_masks, tasks, chunksize=chunk))
 
     @staticmethod
     def _unusable(annotations, image: ImageAnnotations | PendingImage | None, real: dict) -> str | None:
