@@ -247,9 +247,11 @@ def quickstart(out: str, no_progress: bool) -> None:
 
 
 from brgen_build.filter_cli import filter_command, filter_report_command  # noqa: E402 (the module imports the options above)
+from brgen_build.mask_report_cli import masks_report  # noqa: E402 (registered after the core commands)
 
 cli.add_command(filter_command)
 dataset_cli.report_group.add_command(filter_report_command)
+dataset_cli.report_group.add_command(masks_report)
 cli.add_command(weights_group)
 cli.add_command(dataset_cli.verify_command)
 cli.add_command(dataset_cli.export_command)

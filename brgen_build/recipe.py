@@ -25,9 +25,13 @@ import yaml
 
 from brgen_build.errors import RecipeError
 from brgen_build.filter_recipe import FilterSpec, parse_filter, resolve_filter_paths
-from mask_gen.regions import BackgroundRule, StuffRule
+from mask_gen.regions import LARGEST, BackgroundRule, StuffRule
+from mask_gen.segmenters.spec import SEGMENTER_BACKENDS, SegmenterSpec
 
 SOURCE_KINDS = ("coco", "imagenet", "places")
+# `coco`: detection-format JSON files (stuff_*2017.json, instances_*2017.json); `panoptic`: one panoptic JSON
+# with its PNGs; `stuffthingmaps`: a folder or zip of COCO-Stuff label PNGs.
+ANNOTATION_FORMATS = ("coco", "panoptic", "stuffthingmaps")
 MASK_KINDS = ("Stuff", "Background")
 SPLITS = ("train", "test", "val")
 
@@ -37,8 +41,14 @@ RUNTIME_KEYS = (
     "sources.*.annotations",
     "sources.*.categories",
     "sources.*.image_list",
+    "sources.*.annotation_masks",
     "sources.*.max_missing",
     "split_list",
+    "masks.workers",
+    "masks.segmenter.weights",
+    "masks.segmenter.device",
+    "masks.segmenter.batch_size",
+    "masks.segmenter.dtype",
     "methods.*.weights",
     "methods.*.base",
     "methods.*.captioner",
@@ -66,6 +76,8 @@ class SourceSpec:
     kind: str
     images: Path
     annotations: tuple[Path, ...] = ()
+    annotation_format: str = "coco"
+    annotation_masks: Path | None = None
     categories: Path | None = None
     image_list: Path | None = None
     count: int | None = None
@@ -99,6 +111,8 @@ class MaskRules:
     kinds: tuple[str, ...] = MASK_KINDS
     stuff: StuffRule = field(default_factory=StuffRule)
     background: BackgroundRule = field(default_factory=BackgroundRule)
+    segmenter: SegmenterSpec | None = None
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -229,7 +243,9 @@ class _Reader:
 
 
 def _parse_source(reader: _Reader, base: Path) -> SourceSpec:
-    reader.reject_unknown({"token", "kind", "images", "annotations", "categories", "image_list", "count", "stem", "max_missing"})
+    reader.reject_unknown(
+        {"token", "kind", "images", "annotations", "annotation_format", "annotation_masks", "categories", "image_list", "count", "stem", "max_missing"}
+    )
     token = reader.text("token")
     if not _TOKEN_PATTERN.match(token):
         raise reader.fail("token", f"must be letters and digits starting with a letter (it starts file names), got {token!r}")
@@ -243,11 +259,23 @@ def _parse_source(reader: _Reader, base: Path) -> SourceSpec:
     fields = {name for _, name, _, _ in string.Formatter().parse(stem) if name is not None}
     if not fields or not fields <= {"stem", "number", "path"}:
         raise reader.fail("stem", f"must use {{stem}}, {{number}} or {{path}} (e.g. '{{number:011d}}'), got {stem!r}")
+    annotations = _annotation_paths(reader, base)
+    annotation_format = reader.text("annotation_format", "coco")
+    if annotation_format not in ANNOTATION_FORMATS:
+        raise reader.fail("annotation_format", f"must be one of {', '.join(ANNOTATION_FORMATS)}, got {annotation_format!r}")
+    if annotation_format != "coco" and len(annotations) != 1:
+        what = "the panoptic JSON file" if annotation_format == "panoptic" else "the folder or zip of label PNGs"
+        raise reader.fail("annotations", f"must be one path ({what}) when `annotation_format` is {annotation_format}, got {len(annotations)}")
+    annotation_masks = reader.path("annotation_masks", base, None)
+    if annotation_masks is not None and annotation_format != "panoptic":
+        raise reader.fail("annotation_masks", f"is only read for `annotation_format: panoptic` (the PNG folder or zip), not {annotation_format}")
     return SourceSpec(
         token=token,
         kind=kind,
         images=reader.path("images", base),
-        annotations=_annotation_paths(reader, base),
+        annotations=annotations,
+        annotation_format=annotation_format,
+        annotation_masks=annotation_masks,
         categories=reader.path("categories", base, None),
         image_list=reader.path("image_list", base, None),
         count=count,
@@ -291,36 +319,88 @@ def _parse_splits(reader: _Reader) -> dict[str, float]:
     return splits
 
 
-def _parse_masks(reader: _Reader) -> MaskRules:
-    reader.reject_unknown({"kinds", "stuff", "background"})
+def _parse_masks(reader: _Reader, base: Path) -> MaskRules:
+    reader.reject_unknown({"kinds", "stuff", "background", "segmenter", "workers"})
     kinds = tuple(reader.get("kinds", list(MASK_KINDS)))
     for kind in kinds:
         if kind not in MASK_KINDS:
             raise reader.fail("kinds", f"must list kinds among {', '.join(MASK_KINDS)}, got {kind!r}")
     stuff = reader.child("stuff", {})
-    stuff.reject_unknown({"area", "min_region", "dilate_px", "exclude_categories"})
-    excluded = stuff.get("exclude_categories", [])
-    if not isinstance(excluded, list) or not all(isinstance(v, int) for v in excluded):
-        raise stuff.fail("exclude_categories", f"must be a list of category ids, got {excluded!r}")
+    stuff.reject_unknown({"area", "min_region", "dilate_px", "exclude_categories", "include_categories"})
     background = reader.child("background", {})
-    background.reject_unknown({"area", "margin_px", "main_object", "include_crowd"})
+    background.reject_unknown({"area", "margin_px", "main_object", "include_crowd", "min_object"})
     include_crowd = background.get("include_crowd", False)
     if not isinstance(include_crowd, bool):
         raise background.fail("include_crowd", f"must be true or false, got {include_crowd!r}")
+    segmenter = reader.get("segmenter", None)
     return MaskRules(
         kinds=kinds,
         stuff=StuffRule(
             area=stuff.window("area", StuffRule.area),
             min_region=stuff.number("min_region", StuffRule.min_region),
             dilate_px=stuff.integer("dilate_px", StuffRule.dilate_px, minimum=0),
-            exclude_categories=tuple(excluded),
+            exclude_categories=_category_references(stuff, "exclude_categories"),
+            include_categories=_category_references(stuff, "include_categories"),
         ),
         background=BackgroundRule(
             area=background.window("area", BackgroundRule.area),
             margin_px=background.integer("margin_px", BackgroundRule.margin_px, minimum=0),
-            main_object=background.text("main_object", BackgroundRule.main_object),
+            main_object=_main_object(background),
             include_crowd=include_crowd,
+            min_object=background.number("min_object", BackgroundRule.min_object),
         ),
+        segmenter=None if segmenter is None else _parse_segmenter(reader.child("segmenter"), base),
+        workers=reader.integer("workers", 0, minimum=0),
+    )
+
+
+def _category_references(reader: _Reader, name: str) -> tuple[int | str, ...]:
+    """Read a list of category ids or names (names match the category table of the annotations in use)."""
+    value = reader.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
+        raise reader.fail(name, f"must be a list of category ids or names, got {value!r}")
+    return tuple(value)
+
+
+def _main_object(reader: _Reader) -> tuple[str, ...]:
+    value = reader.get("main_object", LARGEST)
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) and name for name in names):
+        raise reader.fail("main_object", f"must be `{LARGEST}`, a thing category name or a list of names, got {value!r}")
+    return tuple(names)
+
+
+def _parse_segmenter(reader: _Reader, base: Path) -> SegmenterSpec:
+    """Read `masks.segmenter`: the model that finds regions in photos whose source has no annotations."""
+    reader.reject_unknown({"backend", "weights", "device", "dtype", "batch_size", "threshold", "text_threshold", "prompts"})
+    backend = reader.text("backend")
+    if backend not in SEGMENTER_BACKENDS:
+        raise reader.fail("backend", f"must be one of {', '.join(SEGMENTER_BACKENDS)}, got {backend!r}")
+    roles = SEGMENTER_BACKENDS[backend]
+    if len(roles) == 1:
+        weights = {roles[0]: reader.path("weights", base)}
+    else:
+        folders = reader.child("weights")
+        folders.reject_unknown(set(roles))
+        weights = {role: folders.path(role, base) for role in roles}
+    dtype = reader.text("dtype", "float32")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise reader.fail("dtype", f"must be float32, float16 or bfloat16, got {dtype!r}")
+    prompts = reader.get("prompts", None)
+    if prompts is not None:
+        if backend != "grounded-sam2":
+            raise reader.fail("prompts", f"is only read by the grounded-sam2 backend, not {backend}")
+        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise reader.fail("prompts", f"must map each phrase to a COCO-Stuff category name (sky: sky-other), got {prompts!r}")
+    return SegmenterSpec(
+        backend=backend,
+        weights=weights,
+        device=reader.text("device", "auto"),
+        dtype=dtype,
+        batch_size=reader.integer("batch_size", 1, minimum=1),
+        threshold=reader.number("threshold", SegmenterSpec.threshold),
+        text_threshold=reader.number("text_threshold", SegmenterSpec.text_threshold),
+        prompts=None if prompts is None else tuple(prompts.items()),
     )
 
 
@@ -386,7 +466,7 @@ def parse_recipe(data: Any, where: str, base: Path) -> Recipe:
         seed=reader.integer("seed", minimum=0),
         sources=sources,
         splits=_parse_splits(reader.child("splits")),
-        masks=_parse_masks(reader.child("masks", {})),
+        masks=_parse_masks(reader.child("masks", {}), base),
         methods=methods,
         max_pixels=decode.integer("max_pixels", 89_478_485, minimum=1),
         filter=quality_filter,
@@ -409,14 +489,27 @@ def _resolved_raw(
                 item[key] = str(getattr(source, key))
         if item.get("annotations") is not None:
             item["annotations"] = [str(path) for path in source.annotations]
+        if item.get("annotation_masks") is not None:
+            item["annotation_masks"] = str(source.annotation_masks)
+    segmenter = (raw.get("masks") or {}).get("segmenter")
+    if isinstance(segmenter, dict) and segmenter.get("weights") is not None:
+        weights = segmenter["weights"]
+        if isinstance(weights, dict):
+            segmenter["weights"] = {role: _absolute(path, base) for role, path in weights.items()}
+        else:
+            segmenter["weights"] = _absolute(weights, base)
     for params in (raw.get("methods") or {}).values():
         for key in PATH_PARAMETERS:
             if isinstance(params, dict) and params.get(key):
-                path = Path(os.path.expandvars(os.path.expanduser(params[key])))
-                params[key] = str(path if path.is_absolute() else (base / path).resolve())
+                params[key] = _absolute(params[key], base)
     if quality_filter is not None:
         resolve_filter_paths(raw["filter"], quality_filter.scorers)
     return raw
+
+
+def _absolute(value: str, base: Path) -> str:
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    return str(path if path.is_absolute() else (base / path).resolve())
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -17,12 +19,13 @@ def recipe_with(tmp_path, change):
 
 
 def test_bundled_recipes_load(monkeypatch):
-    for variable in ("BRGEN_COCO_DIR", "BRGEN_IMAGENET_DIR", "BRGEN_PLACES_DIR"):
+    for variable in ("BRGEN_COCO_DIR", "BRGEN_IMAGENET_DIR", "BRGEN_PLACES_DIR", "BRGEN_WEIGHTS_DIR"):
         monkeypatch.setenv(variable, "/data")
     assert load_recipe(data_path("sample", "recipe.yaml")).name == "brgen-sample"
     full = load_recipe(data_path("recipes", "br-gen.yaml"))
     assert [source.token for source in full.sources] == ["COCO", "ImageNet", "Places"]
     assert [path.name for path in full.sources[0].annotations] == ["stuff_train2017.json", "instances_train2017.json"]
+    assert full.masks.segmenter.weights == {"grounding_dino": Path("/data/grounding-dino-base"), "sam2": Path("/data/sam2.1-hiera-large")}
 
 
 def test_missing_key_is_named(tmp_path):
