@@ -27,7 +27,7 @@ def run_filter(root: DatasetRoot, recipe: Recipe, methods: list[str], shard: Sha
     `device` applies to the scorers and the inpainter, `weights` to the inpainter (one method only).
     """
     if recipe.filter is None:
-        raise BrgenError(f"{recipe.path or 'the recipe'} has no `filter` section; add `filter: {{scorers: ...}}` to score forgeries (see README.md)")
+        raise BrgenError(f"{recipe.path or 'the recipe'} has no `filter` section; add `filter: {{scorers: ...}}` to score forgeries (see docs/filter.md)")
     if weights is not None and len(methods) != 1:
         raise BrgenError(f"--weights names one method's weights, but {len(methods)} methods are selected; pass one --method")
     scorers = build_scorers(recipe, device)

@@ -10,3 +10,12 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_names_the_quickstart_command():
     assert "brgen quickstart --out brgen-sample" in (TOP / "README.md").read_text()
+
+
+def test_readme_links_exist():
+    import re
+
+    links = re.findall(r"\]\(((?:docs|benchmarks)/[^)]+)\)", (TOP / "README.md").read_text())
+    assert len(links) >= 8
+    for link in links:
+        assert (TOP / link).is_file(), link

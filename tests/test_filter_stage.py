@@ -317,18 +317,18 @@ def test_lost_filter_record_of_drop_is_rebuilt(tmp_path):
     assert not root.tp("val", DROPPED).exists()
 
 
-def test_readme_filter_example_parses(monkeypatch):
+def test_docs_filter_example_parses(monkeypatch):
     import yaml
 
     from brgen_build.recipe import parse_recipe
     from conftest import SAMPLE_DIR
 
-    readme = (SAMPLE_DIR.parents[1] / "README.md").read_text()
-    block = readme.split("## Quality filter", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    guide = (SAMPLE_DIR.parents[1] / "docs" / "filter.md").read_text()
+    block = guide.split("```yaml\n", 1)[1].split("```", 1)[0]
     monkeypatch.setenv("BRGEN_WEIGHTS_DIR", "/weights")
     data = sample_recipe_data()
     data["methods"] = {"lama": {}}
     data.update(yaml.safe_load(block))
-    recipe = parse_recipe(data, "README.md", SAMPLE_DIR)
+    recipe = parse_recipe(data, "docs/filter.md", SAMPLE_DIR)
     assert recipe.filter.scorers["clip-score"]["weights"] == "/weights/clip-vit-large-patch14"
     assert recipe.filter.method_thresholds("lama")["embedding-distance"].min == 0.01
