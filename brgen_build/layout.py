@@ -7,6 +7,7 @@
 <root>/<split>/Gt/<Method>_<Kind>_<Source>_<stem>_mask.png   where each forgery differs (255)
 <root>/masks/<split>/<Kind>_<Source>_<stem>.png              one mask per (real, kind), before any method ran
 <root>/manifests/<stage>/shard-<i>-of-<n>.jsonl              one record per item
+<root>/manifests/recipe.json                                  the recipe as last accepted (detects hand edits)
 <root>/cache/<stage>/                                         data a stage can rebuild, e.g. tar member indexes
 ```
 Manifest records store paths relative to the root, with forward slashes, so a root can be moved.
@@ -14,6 +15,8 @@ Manifest records store paths relative to the root, with forward slashes, so a ro
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -22,7 +25,9 @@ import yaml
 
 from brgen_build.errors import BrgenError
 from brgen_build.files import atomic_write_bytes
-from brgen_build.recipe import MASK_KINDS, SPLITS, Recipe, content_differences, dump_recipe, load_recipe, parse_recipe
+from brgen_build.recipe import MASK_KINDS, SPLITS, Recipe, check_method_parameters, content_differences, load_recipe, parse_recipe
+
+logger = logging.getLogger(__name__)
 
 # `{Method}_{Kind}_{Source}_{stem}`: the stem may itself contain underscores (`n06359193_84719`).
 FORGERY_NAME = re.compile(r"^(?P<method>[A-Za-z0-9]+)_(?P<kind>" + "|".join(MASK_KINDS) + r")_(?P<real>[A-Za-z][A-Za-z0-9]*_.+)$")
@@ -79,29 +84,71 @@ class DatasetRoot:
     def absolute(self, relative: str) -> Path:
         return self.path / relative
 
-    def load_recipe(self, recipe_path: str | os.PathLike | None = None) -> Recipe:
-        """Return the recipe for this root, freezing `recipe_path` into it on first use.
+    @property
+    def recipe_snapshot_path(self) -> Path:
+        """The recipe as last accepted, to detect hand edits of recipe.yaml that change finished items."""
+        return self.path / "manifests" / "recipe.json"
 
-        With a frozen recipe present, a given recipe must have the same content (paths, devices and batch
-        sizes may differ); without one, `recipe_path` is required.
+    def load_recipe(self, recipe_path: str | os.PathLike | None = None, given: Recipe | None = None, update: bool = False) -> Recipe:
+        """Return the recipe for this root, freezing the given recipe into it on first use.
+
+        The recipe comes from `recipe_path`, from `given` (already loaded), or from `<root>/recipe.yaml`.
+        Once frozen, a recipe may change only in runtime keys (paths, devices, batch sizes) and by adding
+        methods or a filter section; such a change is written to `<root>/recipe.yaml`. Any other change,
+        passed with --recipe or made by editing `<root>/recipe.yaml`, raises BrgenError naming the keys.
+        Without `update`, an accepted hand edit is checked but not recorded, so read-only commands write nothing.
         """
-        frozen_exists = self.recipe_path.exists()
-        if recipe_path is None:
-            if not frozen_exists:
+        if given is None and recipe_path is not None:
+            given = load_recipe(recipe_path)
+        if not self.recipe_path.exists():
+            if given is None:
                 raise BrgenError(f"{self.path} has no recipe.yaml yet; pass --recipe FILE on the first run (see manifests/recipes/)")
-            frozen_data = yaml.safe_load(self.recipe_path.read_text(encoding="utf-8"))
-            recipe = parse_recipe(frozen_data, str(self.recipe_path), self.path)
-            return Recipe(**{**recipe.__dict__, "path": self.recipe_path})
+            check_method_parameters(given)
+            self._write_recipe(given.raw)
+            return given
 
-        recipe = load_recipe(recipe_path)
-        if frozen_exists:
-            frozen_data = yaml.safe_load(self.recipe_path.read_text(encoding="utf-8"))
-            differences = content_differences(frozen_data, recipe.raw)
-            if differences:
-                raise BrgenError(
-                    f"{recipe_path} differs from the recipe frozen in {self.recipe_path} at: {', '.join(differences)}. "
-                    "A dataset root holds one recipe: use a new --root for the new recipe, or run without --recipe"
-                )
-        else:
-            atomic_write_bytes(self.recipe_path, dump_recipe(recipe).encode("utf-8"))
-        return recipe
+        frozen_data = yaml.safe_load(self.recipe_path.read_text(encoding="utf-8"))
+        snapshot = json.loads(self.recipe_snapshot_path.read_text(encoding="utf-8")) if self.recipe_snapshot_path.is_file() else frozen_data
+        edits = content_differences(snapshot, frozen_data)
+        if edits:
+            raise BrgenError(
+                f"{self.recipe_path} was edited at: {', '.join(edits)}, after stages ran with the earlier values "
+                f"(kept in {self.recipe_snapshot_path}). Undo the edit, or build the changed recipe in a new --root"
+            )
+        if given is None:
+            recipe = parse_recipe(frozen_data, str(self.recipe_path), self.path)
+            recipe = Recipe(**{**recipe.__dict__, "path": self.recipe_path})
+            if frozen_data != snapshot:
+                check_method_parameters(recipe)
+                if update:
+                    self._write_recipe(frozen_data)
+            return recipe
+
+        differences = content_differences(frozen_data, given.raw)
+        if differences:
+            raise BrgenError(
+                f"{given.path or 'the recipe'} differs from the recipe frozen in {self.recipe_path} at: {', '.join(differences)}. "
+                "A dataset root holds one recipe; only paths, devices, batch sizes, new methods and a new filter section "
+                "may change. Use a new --root for the new recipe"
+            )
+        if given.raw != frozen_data:
+            check_method_parameters(given)
+            changed = sorted(set(_changed_keys(frozen_data, given.raw)))
+            logger.info("%s: updated %s from %s", self.recipe_path, ", ".join(changed), given.path)
+            self._write_recipe(given.raw)
+        return given
+
+    def _write_recipe(self, data: dict) -> None:
+        atomic_write_bytes(self.recipe_path, yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
+        atomic_write_bytes(self.recipe_snapshot_path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    """Return the key paths where two recipe mappings differ at all, runtime keys included."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = []
+        for key in set(old) | set(new):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            keys += _changed_keys(old.get(key), new.get(key), path) if key in old and key in new else [path]
+        return keys
+    return [] if old == new else [prefix or "recipe"]

@@ -176,7 +176,10 @@ class _Reader:
         self.where = where
         self.key = key
         if not isinstance(data, dict):
-            raise RecipeError(f"{where}: `{key or '<top>'}` must be a mapping, got {type(data).__name__}")
+            if not key:
+                got = "an empty file" if data is None else f"a {type(data).__name__}"
+                raise RecipeError(f"{where}: a recipe must be a YAML mapping with keys such as name, seed, sources, splits; got {got}")
+            raise RecipeError(f"{where}: `{key}` must be a mapping, got {type(data).__name__}")
         self.data = data
 
     def _path(self, name: str) -> str:
@@ -404,6 +407,24 @@ def _parse_segmenter(reader: _Reader, base: Path) -> SegmenterSpec:
     )
 
 
+def check_method_parameters(recipe: Recipe) -> None:
+    """Raise RecipeError, naming the recipe and the key, if a method rejects its parameters.
+
+    Building each method imports its module (diffusers for the text-guided ones), so this runs when a
+    recipe is frozen or changed, not on every load.
+    """
+    from inpainters import registry
+    from inpainters.base import MethodError
+
+    for name, params in recipe.methods.items():
+        # The device is a runtime setting of the machine that runs the method, not checked here.
+        content = {key: value for key, value in params.items() if key != "device"}
+        try:
+            registry.get(name)(content, device="cpu")
+        except MethodError as error:
+            raise RecipeError(f"{recipe.path or 'recipe'}: `methods.{name}`: {error}") from None
+
+
 def _parse_methods(reader: _Reader, base: Path) -> dict[str, dict[str, Any]]:
     from inpainters import registry
 
@@ -530,8 +551,15 @@ def _with_path(recipe: Recipe, path: Path) -> Recipe:
     return Recipe(**{**recipe.__dict__, "path": path})
 
 
+# Keys a later recipe may add to a frozen one: a new method or a filter section changes no finished item.
+ADDITIVE_KEYS = ("methods.*", "filter")
+
+
 def content_differences(frozen: dict, given: dict, prefix: str = "") -> list[str]:
-    """Key paths whose values differ between two recipe mappings, runtime keys excepted."""
+    """Return the key paths whose values differ between two recipe mappings.
+
+    Runtime keys (RUNTIME_KEYS) are skipped, and so are keys that `given` adds under ADDITIVE_KEYS.
+    """
     differences = []
     if isinstance(frozen, list) and isinstance(given, list) and len(frozen) == len(given):
         for i, (a, b) in enumerate(zip(frozen, given)):
@@ -543,6 +571,8 @@ def content_differences(frozen: dict, given: dict, prefix: str = "") -> list[str
         path = f"{prefix}.{key}" if prefix else str(key)
         if _is_runtime(path):
             continue
+        if key not in frozen and key in given and any(fnmatch.fnmatchcase(path, pattern) for pattern in ADDITIVE_KEYS):
+            continue
         if key not in frozen or key not in given:
             differences.append(path)
         else:
@@ -552,7 +582,3 @@ def content_differences(frozen: dict, given: dict, prefix: str = "") -> list[str
 
 def _is_runtime(path: str) -> bool:
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in RUNTIME_KEYS)
-
-
-def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.raw, sort_keys=False)

@@ -9,6 +9,7 @@ from brgen_build.recipe import load_recipe
 from brgen_build.seeding import Shard, derive_seed, parse_shard, shard_from_environment
 from brgen_build.stages.reals import assign_splits, split_sizes
 from conftest import sample_recipe_data, write_recipe
+from conftest import SAMPLE_DIR
 from manifests import data_path
 
 
@@ -87,6 +88,69 @@ def test_frozen_recipe_allows_moved_paths(tmp_path):
     frozen = yaml.safe_load(root.recipe_path.read_text())
     assert frozen["methods"]["lama"] == {}
     assert root.load_recipe(write_recipe(tmp_path, moved, "second.yaml")).method_params("lama")["batch_size"] == 8
+
+
+def test_moved_paths_are_saved_in_the_root(tmp_path):
+    root = DatasetRoot(tmp_path / "root")
+    first = sample_recipe_data()
+    first["sources"][0]["images"] = str(tmp_path / "photoz")
+    root.load_recipe(write_recipe(tmp_path, first, "first.yaml"))
+    root.load_recipe(write_recipe(tmp_path, sample_recipe_data(), "second.yaml"))
+    reloaded = root.load_recipe(None)
+    assert reloaded.sources[0].images == SAMPLE_DIR / "images"
+    assert reloaded.path == root.recipe_path
+
+
+def test_hand_edit_of_frozen_recipe_is_rejected(tmp_path):
+    root = DatasetRoot(tmp_path / "root")
+    root.load_recipe(write_recipe(tmp_path, sample_recipe_data(), "first.yaml"))
+    edited = yaml.safe_load(root.recipe_path.read_text())
+    edited["masks"]["stuff"]["area"] = [0.1, 0.5]
+    root.recipe_path.write_text(yaml.safe_dump(edited))
+    with pytest.raises(BrgenError, match=r"recipe.yaml was edited at: masks.stuff.area.1, after stages ran"):
+        root.load_recipe(None)
+
+
+def test_hand_added_method_is_accepted(tmp_path):
+    data = sample_recipe_data()
+    del data["methods"]["lama"]
+    root = DatasetRoot(tmp_path / "root")
+    root.load_recipe(write_recipe(tmp_path, data))
+    edited = yaml.safe_load(root.recipe_path.read_text())
+    edited["methods"]["lama"] = {}
+    root.recipe_path.write_text(yaml.safe_dump(edited))
+    assert "lama" in root.load_recipe(None, update=True).methods
+    edited["methods"]["lama"] = {"weights": None, "batch_size": 2}
+    edited["methods"]["opencv-telea"]["radius"] = 9
+    root.recipe_path.write_text(yaml.safe_dump(edited))
+    with pytest.raises(BrgenError, match=r"edited at: methods.opencv-telea.radius,"):
+        root.load_recipe(None)
+
+
+def test_added_method_is_saved_removed_one_rejected(tmp_path):
+    data = sample_recipe_data()
+    del data["methods"]["lama"]
+    root = DatasetRoot(tmp_path / "root")
+    root.load_recipe(write_recipe(tmp_path, data, "first.yaml"))
+    assert "lama" in root.load_recipe(write_recipe(tmp_path, sample_recipe_data(), "second.yaml")).methods
+    assert "lama" in yaml.safe_load(root.recipe_path.read_text())["methods"]
+    with pytest.raises(BrgenError, match=r"differs from the recipe frozen in .* at: methods.lama\."):
+        root.load_recipe(write_recipe(tmp_path, data, "third.yaml"))
+
+
+def test_method_parameter_typo_fails_before_freezing(tmp_path):
+    path = recipe_with(tmp_path, lambda d: d["methods"].update({"opencv-telea": {"raduis": 3}}))
+    root = DatasetRoot(tmp_path / "root")
+    with pytest.raises(RecipeError, match=r"recipe.yaml: `methods.opencv-telea`: opencv-telea: unknown parameter\(s\) raduis"):
+        root.load_recipe(path)
+    assert not root.recipe_path.exists()
+
+
+def test_empty_recipe_is_named(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with pytest.raises(RecipeError, match=r"empty.yaml: a recipe must be a YAML mapping .* got an empty file"):
+        load_recipe(path)
 
 
 def test_split_sizes_exact_and_scaled():
