@@ -46,6 +46,23 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; brgen's files get the mode open() would give them.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
+def create_temporary(folder: Path, prefix: str) -> tuple[int, str]:
+    """Create a temporary file in `folder` with the process's usual file mode; return (descriptor, path)."""
+    descriptor, temporary = tempfile.mkstemp(prefix=prefix, dir=folder)
+    os.fchmod(descriptor, FILE_MODE)
+    return descriptor, temporary
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
     """Write `data` to `path` through a temporary file, fsync, rename and fsync the folder.
 
@@ -57,7 +74,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
     path = Path(path)
     try:
         make_folders(path.parent)
-        descriptor, temporary = tempfile.mkstemp(prefix=temporary_prefix(), dir=path.parent)
+        descriptor, temporary = create_temporary(path.parent, temporary_prefix())
     except OSError as error:
         raise write_error(path, error) from error
     try:

@@ -26,7 +26,6 @@ import logging
 import lzma
 import os
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -34,6 +33,7 @@ from typing import BinaryIO, Iterable, Iterator
 from tqdm import tqdm
 
 from brgen_build.errors import BrgenError
+from brgen_build.files import create_temporary
 from brgen_build.sources import ContainerReadError, Member
 
 logger = logging.getLogger(__name__)
@@ -388,7 +388,7 @@ class _IndexWriter:
     def __init__(self, path: Path, fingerprint: dict):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, self._temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        descriptor, self._temporary = create_temporary(path.parent, ".tmp-")
         self._handle = os.fdopen(descriptor, "w", encoding="utf-8")
         self._handle.write(json.dumps(fingerprint) + "\n")
 

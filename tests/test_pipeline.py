@@ -1,5 +1,8 @@
 """The whole build on the two bundled photos: reals, masks, opencv-telea forgeries, verify, re-run."""
 
+import os
+import stat
+
 import numpy as np
 
 from brgen_build.files import read_png
@@ -99,3 +102,35 @@ def test_quickstart_builds_and_verifies(tmp_path, capsys):
     assert "not run, weights not found: lama, mat, sdxl, brushnet, powerpaint." in out
     assert "OK: every expected file is present" in out
     assert len(list((tmp_path / "sample").glob("*/Tp/OpenCVTelea_*.png"))) == 4
+
+
+def test_dataset_files_follow_the_umask(built_root):
+    umask = os.umask(0)
+    os.umask(umask)
+    paths = [built_root.au("val", "COCO_000000142238"), built_root.recipe_path, built_root.tp("train", "OpenCVTelea_Stuff_COCO_000000439180")]
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_stage_before_its_input_is_an_error(tmp_path, sample_recipe, capsys):
+    root = str(tmp_path / "root")
+    assert run_cli("build", "--stage", "masks", "--root", root, "--recipe", str(sample_recipe), "--no-progress") == 2
+    assert "has no real photos recorded yet; run `brgen build --stage reals` first" in capsys.readouterr().err
+    assert run_cli("build", "--stage", "reals", "--root", root, "--no-progress") == 0
+    assert run_cli("inpaint", "--method", "opencv-telea", "--root", root, "--no-progress") == 2
+    assert "has no masks recorded yet; run `brgen build --stage masks` first" in capsys.readouterr().err
+
+
+def test_annotation_file_of_wrong_format_is_named(tmp_path, capsys):
+    from conftest import sample_recipe_data, write_recipe
+
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"foo": 1}')
+    data = sample_recipe_data()
+    data["sources"][0]["annotations"] = str(wrong)
+    data["methods"] = {"opencv-telea": {}}
+    recipe = write_recipe(tmp_path, data)
+    root = str(tmp_path / "root")
+    assert run_cli("build", "--stage", "reals", "--root", root, "--recipe", str(recipe), "--no-progress") == 0
+    assert run_cli("build", "--stage", "masks", "--root", root, "--no-progress") == 2
+    assert f"annotation file {wrong} has no `images` list or `annotations` list" in capsys.readouterr().err
