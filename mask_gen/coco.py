@@ -151,6 +151,12 @@ class CocoAnnotations:
         merged = {"images": [], "annotations": [], "categories": {}}
         for path in paths:
             data = load_json(path, "annotation file")
+            absent = [key for key in ("images", "annotations") if not isinstance(data.get(key), list)]
+            if absent:
+                raise BrgenError(
+                    f"annotation file {path} has no {' or '.join(f'`{key}` list' for key in absent)}, so it is not in COCO "
+                    "detection format; give COCO-Stuff or instances JSON, or set the source's `annotation_format`"
+                )
             merged["images"] += data.get("images", [])
             merged["annotations"] += data.get("annotations", [])
             for category in data.get("categories", []):

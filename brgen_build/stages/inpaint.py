@@ -13,6 +13,7 @@ from itertools import groupby
 import numpy as np
 
 from brgen_build.engine import Item, Stage
+from brgen_build.errors import BrgenError
 from brgen_build.files import read_png, write_png
 from brgen_build.layout import DatasetRoot, forgery_id
 from brgen_build.manifest import OK, read_records
@@ -68,6 +69,8 @@ class InpaintStage(Stage):
 
     def plan(self) -> list[Item]:
         masks = read_records(self.root.manifest_dir("masks"))
+        if not masks:
+            raise BrgenError(f"{self.root.path} has no masks recorded yet; run `brgen build --stage masks` first")
         items = []
         for mask in sorted(masks.values(), key=lambda record: record["id"]):
             if mask["status"] == OK and mask["kind"] in self.recipe.masks.kinds:

@@ -132,6 +132,8 @@ class MasksStage(Stage):
 
     def plan(self) -> list[Item]:
         reals = read_records(self.root.manifest_dir("reals"))
+        if not reals:
+            raise BrgenError(f"{self.root.path} has no real photos recorded yet; run `brgen build --stage reals` first")
         items = []
         for real in sorted(reals.values(), key=lambda record: record["id"]):
             if real["status"] != OK:
