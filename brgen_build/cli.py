@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
 
 import click
+import yaml
 
 from brgen_build import __version__, dataset_cli
 from brgen_build.detector_commands import eval_detector, train_detector
 from brgen_build.engine import StageSummary, run_stage
 from brgen_build.errors import BrgenError
 from brgen_build.layout import DatasetRoot
-from brgen_build.recipe import FailureBudget, Recipe
+from brgen_build.recipe import FailureBudget, Recipe, load_recipe, parse_recipe
 from brgen_build.seeding import Shard, detect_shard, parse_shard
 from brgen_build.shards import wait_for_stage
 from brgen_build.stages.inpaint import InpaintStage, build_inpainter
@@ -61,7 +63,8 @@ def _shard(text: str | None) -> Shard:
 
 def _open(root_path: str, recipe_path: str | None) -> tuple[DatasetRoot, Recipe]:
     root = DatasetRoot(root_path)
-    return root, root.load_recipe(recipe_path)
+    logger.info("dataset root: %s", root.path)
+    return root, root.load_recipe(recipe_path, update=True)
 
 
 def _report(summary: StageSummary, budget: FailureBudget) -> bool:
@@ -103,7 +106,10 @@ def cli(verbose: int, quiet: bool) -> None:
 
 @cli.command()
 @click.option("--stage", "stage", type=click.Choice(STAGES), required=True, help="Stage to run; `all` runs every stage in order.")
-@click.option("--method", "methods", multiple=True, help="For `inpaint`, `filter` and `verify`: method(s) to run. Default: every method in the recipe.")
+@click.option(
+    "--method", "methods", multiple=True,
+    help="For `inpaint`, `filter` and `verify`: a method to run; repeat the option for several. Default: every method in the recipe.",
+)
 @root_option
 @recipe_option
 @shard_option
@@ -122,6 +128,9 @@ def build(stage: str, methods: tuple[str, ...], root_path: str, recipe_path: str
     and shard 0 runs verify at the end. The exit code is 1 when a stage's failed items exceed the recipe's
     `failure_budget` or verify finds a problem.
 
+    The commands `brgen inpaint`, `brgen filter` and `brgen verify` run one stage with more options
+    (weights, device, batch size, JSON output).
+
     \b
     Examples:
       brgen build --stage masks --root /data/br-gen
@@ -131,7 +140,7 @@ def build(stage: str, methods: tuple[str, ...], root_path: str, recipe_path: str
     shard = _shard(shard_text)
     for name in methods:
         registry.get(name)
-    selected = list(methods) or list(recipe.methods)
+    selected = list(dict.fromkeys(methods)) or list(recipe.methods)
     inpainters = []
     if stage in ("inpaint", "all"):
         inpainters = [build_inpainter(recipe, method) for method in selected]
@@ -211,6 +220,8 @@ def quickstart(out: str, no_progress: bool) -> None:
     """Build the bundled sample (two real COCO photos) end to end and verify it.
 
     Runs reals, masks, every sample method whose weights are present (opencv-telea always), then verify.
+    The recipe frozen into OUT lists only those methods, so `brgen verify OUT` passes too. After fetching more
+    weights, run the same command again to add their methods.
 
     \b
     Example:
@@ -219,19 +230,27 @@ def quickstart(out: str, no_progress: bool) -> None:
     from manifests import data_path
 
     root = DatasetRoot(out)
-    recipe = root.load_recipe(data_path("sample", "recipe.yaml"))
-    progress = not no_progress
-    _report(run_stage(RealsStage(root, recipe), progress=progress), recipe.failure_budget)
-    _report(run_stage(MasksStage(root, recipe), progress=progress), recipe.failure_budget)
-    ran, not_run = [], []
-    for method in recipe.methods:
-        inpainter = build_inpainter(recipe, method)
+    sample = load_recipe(data_path("sample", "recipe.yaml"))
+    runnable, not_run = {}, []
+    for method in sample.methods:
+        inpainter = build_inpainter(sample, method)
         try:
             inpainter.check()
         except MethodError as error:
             logger.info("quickstart: %s not run: %s", method, error)
             not_run.append(method)
             continue
+        runnable[method] = inpainter
+    try:
+        recipe = root.load_recipe(given=sample_with_methods(sample, root, list(runnable)), update=True)
+    except BrgenError as error:
+        raise BrgenError(f"{root.path} holds a dataset of another recipe; choose another --out ({error})") from None
+
+    progress = not no_progress
+    _report(run_stage(RealsStage(root, recipe), progress=progress), recipe.failure_budget)
+    _report(run_stage(MasksStage(root, recipe), progress=progress), recipe.failure_budget)
+    ran = []
+    for method, inpainter in runnable.items():
         _report(run_stage(InpaintStage(root, recipe, inpainter), progress=progress), recipe.failure_budget)
         ran.append(method)
     report = verify(root, recipe, ran)
@@ -244,6 +263,15 @@ def quickstart(out: str, no_progress: bool) -> None:
         )
     if not report.ok:
         sys.exit(1)
+
+
+def sample_with_methods(sample: Recipe, root: DatasetRoot, methods: list[str]) -> Recipe:
+    """Return the sample recipe with only `methods`, plus any method already frozen into `root`."""
+    frozen = yaml.safe_load(root.recipe_path.read_text(encoding="utf-8")) if root.recipe_path.is_file() else {}
+    keep = set(methods) | set((frozen or {}).get("methods") or {})
+    raw = copy.deepcopy(sample.raw)
+    raw["methods"] = {name: params for name, params in raw["methods"].items() if name in keep}
+    return Recipe(**{**parse_recipe(raw, str(sample.path), sample.path.parent).__dict__, "path": sample.path})
 
 
 from brgen_build.filter_cli import filter_command, filter_report_command  # noqa: E402 (the module imports the options above)

@@ -159,3 +159,15 @@ def test_traced_brgen_architecture_loads_and_inpaints(tmp_path):
     assert result.image.shape == (90, 150, 3)
     assert np.array_equal(result.image[~hole], real[~hole])
     assert np.mean(np.any(result.image[hole] != real[hole], axis=1)) > 0.9
+
+
+def test_quickstart_adds_lama_once_its_weights_appear(tmp_path, tiny_lama, monkeypatch):
+    out = str(tmp_path / "sample")
+    assert run_cli("quickstart", "--out", out, "--no-progress") == 0
+    assert run_cli("verify", out) == 0
+    assert list((tmp_path / "sample").glob("*/Tp/LaMa_*.png")) == []
+
+    monkeypatch.setenv("BRGEN_LAMA_WEIGHTS", str(tiny_lama))
+    assert run_cli("quickstart", "--out", out, "--no-progress") == 0
+    assert run_cli("verify", out) == 0
+    assert len(list((tmp_path / "sample").glob("*/Tp/LaMa_*.png"))) == 4
