@@ -16,7 +16,13 @@ from brgen_build.workers import usable_cpus
 
 
 def open_root(root_argument: str | None, root_option: str | None = None) -> DatasetRoot:
-    """Resolve the dataset root (ROOT, else --root, else $BRGEN_ROOT, else the current folder) and check its recipe.yaml."""
+    """Resolve the dataset root (ROOT, else --root, else $BRGEN_ROOT, else the current folder) and check its recipe.yaml.
+
+    Raises:
+        BrgenError: ROOT and --root name different folders, or the folder has no recipe.yaml.
+    """
+    if root_argument and root_option and Path(root_argument).resolve() != Path(root_option).resolve():
+        raise BrgenError(f"ROOT is {root_argument} but --root is {root_option}, a different folder; give the dataset root once, as ROOT or as --root")
     root = DatasetRoot(root_argument or root_option or os.environ.get("BRGEN_ROOT", "."))
     if not root.recipe_path.is_file():
         raise BrgenError(f"{root.path} is not a brgen dataset root (no recipe.yaml); pass the folder given to `brgen build --root`")
