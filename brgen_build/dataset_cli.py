@@ -127,7 +127,10 @@ class DefaultGroup(click.Group):
 
 @click.group(name="report", cls=DefaultGroup, default="dataset")
 def report_group() -> None:
-    """Make reports a person can look at. Without a subcommand, runs `dataset`.
+    """Write HTML and PNG reports into ROOT/reports/.
+
+    `dataset` (the default when no subcommand is given) writes reports/dataset/report.html, `filter` writes
+    reports/filter.html and `masks` writes reports/masks.png.
 
     \b
     Example:
@@ -137,7 +140,7 @@ def report_group() -> None:
 
 @report_group.command(name="dataset")
 @root_argument
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for report.html and its PNGs. Default: ROOT/report.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for report.html and its PNGs. Default: ROOT/reports/dataset.")
 @click.option("--examples", type=click.IntRange(min=1), default=4, show_default=True, help="Forgeries per method and kind on the contact sheets.")
 @click.option("--seed", type=int, default=None, help="Seed that picks the contact-sheet examples. Default: the recipe's seed.")
 @root_option

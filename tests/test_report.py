@@ -34,7 +34,7 @@ def add_skipped_masks(root: DatasetRoot) -> None:
 def test_report_writes_page_and_figures(root):
     add_skipped_masks(root)
     page = build_report(root)
-    assert page == root.path / "report" / "report.html"
+    assert page == root.path / "reports" / "dataset" / "report.html"
     names = sorted(path.name for path in page.parent.glob("*.png"))
     assert names == [
         "contact-opencv-telea-Background.png", "contact-opencv-telea-Stuff.png",
