@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -126,6 +127,14 @@ def test_webdataset_shards(root):
     real_mask = np.asarray(Image.open(io.BytesIO(samples["COCO_000000142238"]["mask.png"])))
     assert real_mask.shape == (427, 640)
     assert int(real_mask.max()) == 0
+
+
+def test_webdataset_log_names_final_folder(root, caplog):
+    pytest.importorskip("webdataset")
+    with caplog.at_level(logging.INFO, logger="brgen_build.export.webdataset_shards"):
+        run_export(root, "webdataset")
+    folder = root.path / "exports" / "webdataset"
+    assert caplog.messages == [f"export: train: 3 samples in {folder / 'train'}", f"export: val: 3 samples in {folder / 'val'}"]
 
 
 def test_export_rejects_missing_file(root):
