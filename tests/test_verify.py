@@ -63,6 +63,13 @@ def test_truncated_png_is_named(root):
     assert "does not decode fully" in report.problems[0].message
 
 
+def test_non_image_file_is_named(root):
+    root.tp("val", STUFF).write_text("<html>rate limited</html>")
+    rerecord(root, STAGE, STUFF, "tp")
+    report = run_verify(root)
+    assert [problem.line() for problem in report.problems] == [f"val/Tp/{STUFF}.png: is not a PNG or any other image Pillow can read"]
+
+
 def test_forgery_resized_by_one_pixel_is_named(root):
     path = root.tp("val", STUFF)
     forgery = read_png(path)
@@ -225,6 +232,16 @@ def test_against_release(root, tmp_path):
     assert against["mask_iou"]["Stuff"]["mean"] == 1.0
     assert against["mask_iou"]["Background"]["mean"] == round(int(np.count_nonzero(background)) / white, 4)
     assert "Stuff mask IoU over 1 photo(s): mean 1.0" in report.summary()
+
+
+def test_against_unreadable_release_mask(root, tmp_path):
+    released = tmp_path / "release" / "val" / "Gt" / "LaMa_Stuff_COCO_000000142238_mask.png"
+    released.parent.mkdir(parents=True)
+    released.write_text("<html>rate limited</html>")
+    report = run_verify(root, against=tmp_path / "release")
+    assert [problem.message for problem in report.problems] == [
+        f"cannot compare with {released}: the release mask is not a PNG or any other image Pillow can read"
+    ]
 
 
 def test_against_folder_without_release_files(root, tmp_path):
