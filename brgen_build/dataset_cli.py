@@ -101,11 +101,16 @@ def export_command(root_argument: str | None, format_name: str, out: str | None,
         click.echo(str(path))
 
 
+def install_hint(extra: str) -> str:
+    """Return the pip commands that install an extra of brgen, for an install from an index and from a clone."""
+    return f"pip install 'brgen[{extra}]' (or pip install -e '.[{extra}]' in a clone of brgen)"
+
+
 def _require(module: str, package: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        raise BrgenError(f"this export needs the `{package}` package; install it with pip install 'brgen[export]'") from None
+        raise BrgenError(f"this export needs the `{package}` package; install it with {install_hint('export')}") from None
 
 
 class DefaultGroup(click.Group):

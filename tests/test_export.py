@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from brgen_build.export import Sample, export
 from brgen_build.export.imdlbenco import balanced
 from brgen_build.files import read_png
 from brgen_build.layout import DatasetRoot
+from conftest import run_cli
 
 VAL_STUFF = "OpenCVTelea_Stuff_COCO_000000142238"
 
@@ -135,6 +137,13 @@ def test_webdataset_log_names_final_folder(root, caplog):
         run_export(root, "webdataset")
     folder = root.path / "exports" / "webdataset"
     assert caplog.messages == [f"export: train: 3 samples in {folder / 'train'}", f"export: val: 3 samples in {folder / 'val'}"]
+
+
+def test_export_hint_names_both_installs(root, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "webdataset", None)
+    assert run_cli("export", str(root.path), "--format", "webdataset") == 2
+    error = capsys.readouterr().err
+    assert "install it with pip install 'brgen[export]' (or pip install -e '.[export]' in a clone of brgen)" in error
 
 
 def test_export_rejects_missing_file(root):
