@@ -54,7 +54,8 @@ def filter_command(methods: tuple[str, ...], device: str | None, batch_size: int
 
     Every scorer under the recipe's `filter.scorers` scores every forgery of each selected method.
     A forgery outside the method's thresholds is made again with the next derived seed, up to
-    `filter.max_attempts` attempts in all. Then its Tp and Gt files are deleted and its record gives the reason.
+    `filter.max_attempts` attempts in all, and the first attempt within the thresholds is kept.
+    Only when every attempt misses the thresholds are its Tp and Gt files deleted; its record then gives the reason.
     Every attempt's scores are recorded in manifests/filter/METHOD/.
 
     \b
