@@ -1,7 +1,8 @@
 """`brgen verify`: check a dataset root against its recipe and manifests; nothing is changed.
 
 Completeness: every item the recipe implies has a record. Real photos per split and per source are
-compared with the recipe's counts where it fixes them. Every ok real photo needs one mask per kind, and
+compared with the recipe's counts where it fixes them. Fewer records than requested is a problem, and fewer
+usable (ok) photos a warning. Every ok real photo needs one mask per kind, and
 every ok mask needs one forgery per checked method. The table counts, per split, source, kind and method, the
 items expected, found (an ok record), skipped (a recorded reason), missing (no record, or a failed one) and
 invalid (found, but a file check below failed).
