@@ -16,7 +16,13 @@ from brgen_build.workers import usable_cpus
 
 
 def open_root(root_argument: str | None, root_option: str | None = None) -> DatasetRoot:
-    """Resolve the dataset root (ROOT, else --root, else $BRGEN_ROOT, else the current folder) and check its recipe.yaml."""
+    """Resolve the dataset root (ROOT, else --root, else $BRGEN_ROOT, else the current folder) and check its recipe.yaml.
+
+    Raises:
+        BrgenError: ROOT and --root name different folders, or the folder has no recipe.yaml.
+    """
+    if root_argument and root_option and Path(root_argument).resolve() != Path(root_option).resolve():
+        raise BrgenError(f"ROOT is {root_argument} but --root is {root_option}, a different folder; give the dataset root once, as ROOT or as --root")
     root = DatasetRoot(root_argument or root_option or os.environ.get("BRGEN_ROOT", "."))
     if not root.recipe_path.is_file():
         raise BrgenError(f"{root.path} is not a brgen dataset root (no recipe.yaml); pass the folder given to `brgen build --root`")
@@ -95,11 +101,16 @@ def export_command(root_argument: str | None, format_name: str, out: str | None,
         click.echo(str(path))
 
 
+def install_hint(extra: str) -> str:
+    """Return the pip commands that install an extra of brgen, for an install from an index and from a clone."""
+    return f"pip install 'brgen[{extra}]' (or pip install -e '.[{extra}]' in a clone of brgen)"
+
+
 def _require(module: str, package: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        raise BrgenError(f"this export needs the `{package}` package; install it with pip install 'brgen[export]'") from None
+        raise BrgenError(f"this export needs the `{package}` package; install it with {install_hint('export')}") from None
 
 
 class DefaultGroup(click.Group):
@@ -121,7 +132,10 @@ class DefaultGroup(click.Group):
 
 @click.group(name="report", cls=DefaultGroup, default="dataset")
 def report_group() -> None:
-    """Make reports a person can look at. Without a subcommand, runs `dataset`.
+    """Write HTML and PNG reports into ROOT/reports/.
+
+    `dataset` (the default when no subcommand is given) writes reports/dataset/report.html, `filter` writes
+    reports/filter.html and `masks` writes reports/masks.png.
 
     \b
     Example:
@@ -131,7 +145,7 @@ def report_group() -> None:
 
 @report_group.command(name="dataset")
 @root_argument
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for report.html and its PNGs. Default: ROOT/report.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for report.html and its PNGs. Default: ROOT/reports/dataset.")
 @click.option("--examples", type=click.IntRange(min=1), default=4, show_default=True, help="Forgeries per method and kind on the contact sheets.")
 @click.option("--seed", type=int, default=None, help="Seed that picks the contact-sheet examples. Default: the recipe's seed.")
 @root_option

@@ -139,10 +139,10 @@ def failures_section(catalog: Catalog) -> Section:
 
 
 def build_report(root: DatasetRoot, out_dir: Path | None = None, examples: int = 4, seed: int | None = None) -> Path:
-    """Write `report.html` and its PNG figures into `out_dir` (default `<root>/report`); returns the page's path."""
+    """Write `report.html` and its PNG figures into `out_dir` (default `<root>/reports/dataset`); returns the page's path."""
     recipe = root.load_recipe(None)
     seed = recipe.seed if seed is None else seed
-    out_dir = Path(out_dir) if out_dir is not None else root.path / "report"
+    out_dir = Path(out_dir) if out_dir is not None else root.path / "reports" / "dataset"
     out_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog.load(root)
     sections = [

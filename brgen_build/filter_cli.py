@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from brgen_build import dataset_cli
 from brgen_build.cli import _open, _report, _shard, progress_option, recipe_option, root_option, shard_option
 from brgen_build.engine import StageSummary, run_stage
 from brgen_build.errors import BrgenError
@@ -53,7 +54,8 @@ def filter_command(methods: tuple[str, ...], device: str | None, batch_size: int
 
     Every scorer under the recipe's `filter.scorers` scores every forgery of each selected method.
     A forgery outside the method's thresholds is made again with the next derived seed, up to
-    `filter.max_attempts` attempts in all. Then its Tp and Gt files are deleted and its record gives the reason.
+    `filter.max_attempts` attempts in all, and the first attempt within the thresholds is kept.
+    Only when every attempt misses the thresholds are its Tp and Gt files deleted; its record then gives the reason.
     Every attempt's scores are recorded in manifests/filter/METHOD/.
 
     \b
@@ -70,13 +72,13 @@ def filter_command(methods: tuple[str, ...], device: str | None, batch_size: int
 
 
 @click.command(name="filter")
-@click.argument("root_argument", required=False, type=click.Path(file_okay=False))
+@dataset_cli.root_argument
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="HTML file to write. Default: ROOT/reports/filter.html.")
 @click.option("--examples", type=click.IntRange(min=0), default=4, show_default=True,
               help="Attempts shown on each side of each threshold.")
-@root_option
-def filter_report_command(root_argument: str | None, out: str | None, examples: int, root_path: str) -> None:
+@dataset_cli.root_option
+def filter_report_command(root_argument: str | None, out: str | None, examples: int, root_option: str | None) -> None:
     """Write an HTML page of the quality-filter scores.
 
     The page shows, per method, the outcomes, the distribution of every scorer's values with the
@@ -87,7 +89,7 @@ def filter_report_command(root_argument: str | None, out: str | None, examples: 
     Example:
       brgen report filter /data/br-gen --out filter.html
     """
-    root = DatasetRoot(root_argument or root_path)
+    root = dataset_cli.open_root(root_argument, root_option)
     path = Path(out) if out else root.path / "reports" / "filter.html"
     atomic_write_bytes(path, render_filter_page(root, examples).encode("utf-8"))
     click.echo(f"filter report: {path}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from brgen_build.errors import BrgenError
 from brgen_build.files import make_folders, write_error
+from brgen_build.manifest import format_timestamp, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class FileLock:
         holder = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "started_at": utc_now(),
             "command": " ".join(sys.argv)[:300],
         }
         data = (json.dumps(holder) + "\n").encode("utf-8")
@@ -136,7 +137,7 @@ def holder_of(path: Path) -> dict | None:
 def describe_holder(holder: dict) -> str:
     if not holder:
         return "another process (it has not written its host and pid yet)"
-    return f"host {holder.get('host', '?')} pid {holder.get('pid', '?')}, started {holder.get('started_at', '?')} ({holder.get('command', '')})"
+    return f"host {holder.get('host', '?')} pid {holder.get('pid', '?')}, started {format_timestamp(holder.get('started_at', '?'))} ({holder.get('command', '')})"
 
 
 def _read_holder(descriptor: int) -> dict:

@@ -34,6 +34,20 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def format_timestamp(timestamp: str) -> str:
+    """Format an ISO 8601 timestamp with a UTC offset for terminal output as `2026-01-31 21:53:34 UTC`.
+
+    Text that is not such a timestamp is returned unchanged.
+    """
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except (TypeError, ValueError):
+        return str(timestamp)
+    if moment.tzinfo is None:
+        return str(timestamp)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class ManifestWriter:
     """Append-only writer of one shard's manifest file.
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from brgen_build.catalog import FileRef
 
@@ -96,6 +96,13 @@ def strict_decoding():
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
+def decode_failure(error: Exception) -> str:
+    """Return why Pillow failed to decode a file, worded to follow the file name and without the stream repr of Pillow's message."""
+    if isinstance(error, UnidentifiedImageError):
+        return "is not a PNG or any other image Pillow can read"
+    return f"does not decode fully ({error or type(error).__name__})"
+
+
 def read_and_hash(path: Path) -> tuple[bytes, str]:
     """Read a whole file and return its bytes with their sha256, so the file is read from disk once."""
     data = path.read_bytes()
@@ -134,7 +141,7 @@ class _PhotoChecker:
             image = Image.open(io.BytesIO(data))
             image.load()
         except Exception as error:  # any decoder failure is a finding about this file, not a crash
-            self.problem("decode", item, ref.path, f"does not decode fully ({type(error).__name__}: {error})")
+            self.problem("decode", item, ref.path, decode_failure(error))
             return None
         if image.format != "PNG":
             self.problem("decode", item, ref.path, f"is a {image.format} file, not a PNG")

@@ -25,7 +25,7 @@ from brgen_build.catalog import Catalog
 from brgen_build.errors import BrgenError
 from brgen_build.layout import FORGERY_NAME
 from brgen_build.manifest import OK
-from brgen_build.photo_checks import strict_decoding
+from brgen_build.photo_checks import decode_failure, strict_decoding
 from brgen_build.workers import worker_pool
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg"}
@@ -88,9 +88,12 @@ def mask_iou(pair: tuple[str, str]) -> tuple[float | None, str | None]:
     rebuilt_path, release_path = pair
     try:
         rebuilt = binary_mask(Path(rebuilt_path))
-        released = binary_mask(Path(release_path))
     except Exception as error:  # a damaged file is a finding, reported with its path
-        return None, f"decode: {type(error).__name__}: {error}"
+        return None, f"the rebuilt mask {rebuilt_path} {decode_failure(error)}"
+    try:
+        released = binary_mask(Path(release_path))
+    except Exception as error:
+        return None, f"the release mask {decode_failure(error)}"
     if rebuilt.shape != released.shape:
         return None, f"size: rebuilt {rebuilt.shape[1]}x{rebuilt.shape[0]}, release {released.shape[1]}x{released.shape[0]}"
     union = int(np.count_nonzero(rebuilt | released))

@@ -25,7 +25,7 @@ from brgen_build.errors import BrgenError
 from brgen_build.files import atomic_write_bytes, remove_stale_temporaries
 from brgen_build.layout import DatasetRoot
 from brgen_build.locks import FileLock, describe_holder, holder_of
-from brgen_build.manifest import FAILED, OK, SKIPPED, read_manifest_file, read_records, utc_now
+from brgen_build.manifest import FAILED, OK, SKIPPED, format_timestamp, read_manifest_file, read_records, utc_now
 from brgen_build.seeding import Shard, shard_index
 
 logger = logging.getLogger(__name__)
@@ -232,10 +232,10 @@ def _progress_of(stage: str, folder: Path, shard: Shard) -> ShardProgress:
     elif state and state.get("finished_at"):
         progress.status = "finished"
         progress.pending = 0
-        progress.detail = f"finished {state['finished_at']}"
+        progress.detail = f"finished {format_timestamp(state['finished_at'])}"
     elif state:
         progress.status = "interrupted"
-        progress.detail = f"started {state.get('started_at')} on {state.get('host')} (pid {state.get('pid')}); re-run it to continue"
+        progress.detail = f"started {format_timestamp(state.get('started_at'))} on {state.get('host')} (pid {state.get('pid')}); re-run it to continue"
     return progress
 
 

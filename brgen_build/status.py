@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from brgen_build.catalog import INPAINT_STAGE_PREFIX, Catalog, expected_split_sizes
-from brgen_build.manifest import FAILED, OK, SKIPPED
+from brgen_build.manifest import FAILED, OK, SKIPPED, format_timestamp
 from brgen_build.recipe import Recipe
 from brgen_build.shards import ShardProgress
 
@@ -70,15 +70,29 @@ def stage_progress(catalog: Catalog, recipe: Recipe) -> list[StageProgress]:
 def format_status(progress: list[StageProgress]) -> str:
     lines = [f"{'stage':<26} {'progress':<{BAR_WIDTH + 2}} {'done':>13} {'skipped':>8} {'failed':>7} {'pending':>8}  last finished"]
     for stage in progress:
-        share = stage.done / stage.expected if stage.expected else 1.0
+        # A stage with nothing expected yet (an inpaint method before any mask exists) shows an empty bar and `-`.
+        share = stage.done / stage.expected if stage.expected else 0.0
         filled = round(share * BAR_WIDTH)
         bar = "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "]"
-        done = f"{stage.done}/{stage.expected}"
-        line = f"{stage.stage:<26} {bar} {done:>13} {stage.skipped:>8} {stage.failed:>7} {stage.pending:>8}  {stage.last_finished[:19] or '-'}"
-        if stage.pending and stage.median_seconds is not None:
-            line += f"  ~{stage.pending * stage.median_seconds / 3600:.1f} h left in one process"
+        done = f"{stage.done}/{stage.expected}" if stage.expected else "-"
+        last_finished = format_timestamp(stage.last_finished) if stage.last_finished else "-"
+        line = f"{stage.stage:<26} {bar} {done:>13} {stage.skipped:>8} {stage.failed:>7} {stage.pending:>8}  {last_finished}"
+        time_left = format_time_left(stage.pending * stage.median_seconds) if stage.median_seconds is not None else None
+        if time_left is not None:
+            line += f"  {time_left} left in one process"
         lines.append(line)
     return "\n".join(lines)
+
+
+def format_time_left(seconds: float) -> str | None:
+    """Format an estimate in hours, minutes or seconds (`~1.5 h`, `~5 min`, `~6 s`), or return None under one second."""
+    if seconds < 1:
+        return None
+    if seconds < 60:
+        return f"~{seconds:.0f} s"
+    if seconds < 3600:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
 
 
 def format_shard_table(rows: list[ShardProgress]) -> str:

@@ -1,7 +1,8 @@
 """`brgen verify`: check a dataset root against its recipe and manifests; nothing is changed.
 
 Completeness: every item the recipe implies has a record. Real photos per split and per source are
-compared with the recipe's counts where it fixes them. Every ok real photo needs one mask per kind, and
+compared with the recipe's counts where it fixes them. Fewer records than requested is a problem, and fewer
+usable (ok) photos a warning. Every ok real photo needs one mask per kind, and
 every ok mask needs one forgery per checked method. The table counts, per split, source, kind and method, the
 items expected, found (an ok record), skipped (a recorded reason), missing (no record, or a failed one) and
 invalid (found, but a file check below failed).
@@ -53,7 +54,7 @@ class VerifyReport:
     warnings: list[str] = field(default_factory=list)
     # (split, source, kind, method) -> Counter over COLUMNS
     counts: dict[tuple[str, str, str, str], Counter] = field(default_factory=lambda: defaultdict(Counter))
-    # what the recipe fixes, as rows {"scope", "name", "expected", "records"}
+    # what the recipe fixes, as rows {"scope", "name", "expected", "records", "ok", "skipped"}
     recipe_counts: list[dict] = field(default_factory=list)
     files_checked: int = 0
     bytes_checked: int = 0
@@ -100,7 +101,10 @@ class VerifyReport:
         for (split, source, kind, method), counter in sorted(self.counts.items(), key=_row_order):
             lines.append(f"{split:<6} {source:<9} {kind:<11} {method:<13}" + "".join(f" {counter[column]:>8}" for column in COLUMNS))
         for row in self.recipe_counts:
-            lines.append(f"recipe: {row['scope']} {row['name']}: {row['expected']} real photo(s) requested, {row['records']} recorded")
+            lines.append(
+                f"recipe: {row['scope']} {row['name']}: {row['expected']} real photo(s) requested, {row['records']} recorded, "
+                f"{row['ok']} usable ({row['skipped']} skipped)"
+            )
         lines.append(f"checked {self.files_checked} file(s), {self.bytes_checked / 1e6:.1f} MB in {self.seconds:.1f} s")
         if self.skipped:
             lines.append(f"{len(self.skipped)} item(s) skipped with a recorded reason:")
@@ -179,29 +183,46 @@ class Verifier:
             self.row_of[item] = row
 
     def _check_recipe_counts(self, catalog: Catalog) -> None:
-        records_per_split = Counter(real.split for real in catalog.reals.values())
         expected = expected_split_sizes(self.recipe)
         if self.recipe.split_list is not None:
             expected = planned_split_counts(self.recipe, catalog.reals)
         if expected is not None:
+            statuses = _statuses_by(catalog, "split")
             for split in SPLITS:
-                self.report.recipe_counts.append({"scope": "split", "name": split, "expected": expected[split], "records": records_per_split[split]})
-                if records_per_split[split] < expected[split]:
+                row = self._add_recipe_row("split", split, expected[split], statuses[split])
+                if row["records"] < expected[split]:
                     self.report.add_problem(
                         "recipe", split, None,
                         f"the recipe requests {expected[split]} real photo(s) in {split} but the reals manifest has "
-                        f"{records_per_split[split]}; run `brgen build --stage reals` (it logs photos listed but absent from a source)",
+                        f"{row['records']}; run `brgen build --stage reals` (it logs photos listed but absent from a source)",
                     )
-        records_per_source = Counter(real.source for real in catalog.reals.values())
+        statuses = _statuses_by(catalog, "source")
         for source in self.recipe.sources:
             if source.count is None:
                 continue
-            self.report.recipe_counts.append({"scope": "source", "name": source.token, "expected": source.count, "records": records_per_source[source.token]})
-            if records_per_source[source.token] < source.count:
+            row = self._add_recipe_row("source", source.token, source.count, statuses[source.token])
+            if row["records"] < source.count:
                 self.report.add_problem(
                     "recipe", source.token, None,
-                    f"the recipe requests {source.count} real photo(s) from {source.token} but the reals manifest has {records_per_source[source.token]}",
+                    f"the recipe requests {source.count} real photo(s) from {source.token} but the reals manifest has {row['records']}",
                 )
+
+    def _add_recipe_row(self, scope: str, name: str, expected: int, statuses: Counter) -> dict:
+        """Add a row of `recipe_counts`, and a warning when fewer usable (ok) real photos than requested remain.
+
+        Skipped photos are a warning, not a problem: each has a recorded reason, and the reals stage assigns
+        splits before it decodes, so it never replaces an unreadable photo by another one.
+        """
+        row = {"scope": scope, "name": name, "expected": expected, "records": sum(statuses.values()),
+               "ok": statuses[OK], "skipped": statuses[SKIPPED]}
+        self.report.recipe_counts.append(row)
+        if row["ok"] < expected:
+            self.report.warnings.append(
+                f"{scope} {name}: {row['ok']} usable real photo(s), fewer than the {expected} the recipe requests: "
+                f"{row['skipped']} of its {row['records']} record(s) are skipped with a recorded reason, "
+                "and skipped photos are not replaced by others"
+            )
+        return row
 
     def _record_outcome(self, row: tuple, item: str, status: str | None, reason: str | None, stage: str, fix: str) -> bool:
         """Count a record's status in `row`; return True when the item was found (status ok)."""
@@ -340,6 +361,14 @@ class Verifier:
                 name_problem = release_name_problem(entry.name, part, tokens)
                 if name_problem:
                     self.report.add_problem("name", relative, relative, name_problem)
+
+
+def _statuses_by(catalog: Catalog, field_name: str) -> dict[str, Counter]:
+    """Count the reals records' statuses per value of `field_name` (split or source)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for real in catalog.reals.values():
+        counts[getattr(real, field_name)][real.status] += 1
+    return counts
 
 
 def release_name_problem(name: str, part: str, source_tokens: set[str]) -> str | None:

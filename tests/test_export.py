@@ -2,7 +2,9 @@
 
 import io
 import json
+import logging
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from brgen_build.export import Sample, export
 from brgen_build.export.imdlbenco import balanced
 from brgen_build.files import read_png
 from brgen_build.layout import DatasetRoot
+from conftest import run_cli
 
 VAL_STUFF = "OpenCVTelea_Stuff_COCO_000000142238"
 
@@ -126,6 +129,21 @@ def test_webdataset_shards(root):
     real_mask = np.asarray(Image.open(io.BytesIO(samples["COCO_000000142238"]["mask.png"])))
     assert real_mask.shape == (427, 640)
     assert int(real_mask.max()) == 0
+
+
+def test_webdataset_log_names_final_folder(root, caplog):
+    pytest.importorskip("webdataset")
+    with caplog.at_level(logging.INFO, logger="brgen_build.export.webdataset_shards"):
+        run_export(root, "webdataset")
+    folder = root.path / "exports" / "webdataset"
+    assert caplog.messages == [f"export: train: 3 samples in {folder / 'train'}", f"export: val: 3 samples in {folder / 'val'}"]
+
+
+def test_export_hint_names_both_installs(root, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "webdataset", None)
+    assert run_cli("export", str(root.path), "--format", "webdataset") == 2
+    error = capsys.readouterr().err
+    assert "install it with pip install 'brgen[export]' (or pip install -e '.[export]' in a clone of brgen)" in error
 
 
 def test_export_rejects_missing_file(root):

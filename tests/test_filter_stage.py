@@ -284,6 +284,12 @@ def test_report_command_writes_page(telea_root, capsys):
     assert out.read_text().startswith("<!doctype html>")
 
 
+def test_filter_help_deletes_only_after_every_attempt(capsys):
+    assert run_cli("filter", "--help") == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Only when every attempt misses the thresholds are its Tp and Gt files deleted" in help_text
+
+
 def test_lost_filter_manifest_is_rebuilt(tmp_path, seeded_noise):
     forgery = "SeededNoise_Stuff_COCO_000000439180"
     section = {"max_attempts": 2, "scorers": {"brisque": {}}, "thresholds": {"seeded-noise": {"brisque": {"max": 50}}}}

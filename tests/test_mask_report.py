@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from brgen_build.mask_sheet import CAPTION_LINES, LINE_HEIGHT, overlay
-from conftest import sample_recipe_data
+from conftest import sample_recipe_data, write_recipe
 from mask_fixtures import build_masks
 from test_pipeline import run_cli
 
@@ -39,5 +39,6 @@ def test_overlay_tints_only_the_region():
 
 
 def test_root_without_masks_is_an_error(tmp_path, capsys):
+    write_recipe(tmp_path, sample_recipe_data())
     assert run_cli("report", "masks", str(tmp_path)) == 2
     assert "has no finished masks; run `brgen build --stage masks" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from brgen_build.catalog import Catalog, reason_pattern
 from brgen_build.dataset_report import build_report
 from brgen_build.layout import DatasetRoot
 from brgen_build.manifest import ManifestWriter
-from brgen_build.status import format_status, stage_progress
+from brgen_build.status import StageProgress, format_status, stage_progress
 from conftest import run_cli
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -34,7 +34,7 @@ def add_skipped_masks(root: DatasetRoot) -> None:
 def test_report_writes_page_and_figures(root):
     add_skipped_masks(root)
     page = build_report(root)
-    assert page == root.path / "report" / "report.html"
+    assert page == root.path / "reports" / "dataset" / "report.html"
     names = sorted(path.name for path in page.parent.glob("*.png"))
     assert names == [
         "contact-opencv-telea-Background.png", "contact-opencv-telea-Stuff.png",
@@ -103,3 +103,26 @@ def test_report_renders_in_headless_chromium(root, tmp_path):
     assert pixels.shape == (1400, 1000, 3)
     # The page is mostly white; the title, tables and the first contact sheet make a good share of it darker.
     assert float(np.mean(pixels.min(axis=2) < 200)) > 0.05
+
+
+def test_status_method_before_masks(root):
+    for stage in ("masks", "inpaint/opencv-telea"):
+        for path in root.manifest_dir(stage).glob("*.jsonl"):
+            path.unlink()
+    lines = format_status(stage_progress(Catalog.load(root), root.load_recipe(None))).splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["inpaint/opencv-telea"][1:6] == ["[........................]", "-", "0", "0", "0"]
+
+
+@pytest.mark.parametrize(
+    ("pending", "median_seconds", "estimate"),
+    [(3, 2.0, "~6 s left in one process"), (30, 10.0, "~5 min left in one process"),
+     (5400, 1.0, "~1.5 h left in one process"), (2, 0.1, None)],
+)
+def test_status_time_left_units(pending, median_seconds, estimate):
+    progress = StageProgress("masks", 10 + pending, 10, 0, 0, "", median_seconds)
+    line = format_status([progress]).splitlines()[1]
+    if estimate is None:
+        assert "left in one process" not in line
+    else:
+        assert line.endswith(f"  {estimate}")

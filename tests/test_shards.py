@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -272,3 +273,19 @@ def test_slurm_array_script_runs_its_shard(tmp_path, sample_recipe):
     assert result.returncode == 0, result.stderr
     assert "reals: 1 planned in this shard" in result.stdout
     assert sorted(path.name for path in (root / "manifests" / "reals").glob("*.jsonl")) == ["shard-1-of-2.jsonl"]
+
+
+def test_status_timestamps_share_one_format(tmp_path, sample_recipe, capsys):
+    root = DatasetRoot(tmp_path / "root")
+    assert run_cli("build", "--stage", "reals", "--root", str(root.path), "--recipe", str(sample_recipe), "--no-progress") == 0
+    state = {"stage": "masks", "shard": "1/2", "started_at": "2026-01-01T00:00:00.000+00:00", "finished_at": None, "pending": 1, "planned": 1, "host": "n1", "pid": 7}
+    root.manifest_dir("masks").mkdir(parents=True)
+    (root.manifest_dir("masks") / "shard-1-of-2.state.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    with FileLock(root.manifest_dir("masks") / "shard-0-of-2.lock", "stage masks, shard 0/2"):
+        assert run_cli("status", str(root.path)) == 0
+    out = capsys.readouterr().out
+    timestamps = re.findall(r"\d{4}-\d\d-\d\d.\d\d:\d\d:\d\d[.+\d:]*(?: UTC)?", out)
+    assert len(timestamps) == 4  # reals last finished, reals shard finished, masks shard started, lock holder started
+    assert [stamp for stamp in timestamps if not re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", stamp)] == []
+    assert "2026-01-01 00:00:00 UTC" in out

@@ -11,7 +11,7 @@ from brgen_build.files import read_png, sha256_file
 from brgen_build.layout import DatasetRoot
 from brgen_build.manifest import ManifestWriter, read_records
 from brgen_build.verify import release_name_problem, verify
-from conftest import run_cli
+from conftest import run_cli, write_recipe
 
 STUFF = "OpenCVTelea_Stuff_COCO_000000142238"
 BACKGROUND = "OpenCVTelea_Background_COCO_000000142238"
@@ -50,7 +50,7 @@ def test_clean_dataset_passes(root):
     assert report.files_checked == 14
     row = report.counts[("val", "COCO", "Stuff", "opencv-telea")]
     assert (row["expected"], row["found"], row["skipped"], row["missing"], row["invalid"]) == (1, 1, 0, 0, 0)
-    assert report.recipe_counts[0] == {"scope": "split", "name": "train", "expected": 1, "records": 1}
+    assert report.recipe_counts[0] == {"scope": "split", "name": "train", "expected": 1, "records": 1, "ok": 1, "skipped": 0}
 
 
 def test_truncated_png_is_named(root):
@@ -61,6 +61,13 @@ def test_truncated_png_is_named(root):
     report = run_verify(root)
     assert checks_named(report) == [("decode", f"val/Tp/{STUFF}.png")]
     assert "does not decode fully" in report.problems[0].message
+
+
+def test_non_image_file_is_named(root):
+    root.tp("val", STUFF).write_text("<html>rate limited</html>")
+    rerecord(root, STAGE, STUFF, "tp")
+    report = run_verify(root)
+    assert [problem.line() for problem in report.problems] == [f"val/Tp/{STUFF}.png: is not a PNG or any other image Pillow can read"]
 
 
 def test_forgery_resized_by_one_pixel_is_named(root):
@@ -227,6 +234,16 @@ def test_against_release(root, tmp_path):
     assert "Stuff mask IoU over 1 photo(s): mean 1.0" in report.summary()
 
 
+def test_against_unreadable_release_mask(root, tmp_path):
+    released = tmp_path / "release" / "val" / "Gt" / "LaMa_Stuff_COCO_000000142238_mask.png"
+    released.parent.mkdir(parents=True)
+    released.write_text("<html>rate limited</html>")
+    report = run_verify(root, against=tmp_path / "release")
+    assert [problem.message for problem in report.problems] == [
+        f"cannot compare with {released}: the release mask is not a PNG or any other image Pillow can read"
+    ]
+
+
 def test_against_folder_without_release_files(root, tmp_path):
     (tmp_path / "empty").mkdir()
     assert run_cli("verify", str(root.path), "--against", str(tmp_path / "empty")) == 2
@@ -254,3 +271,45 @@ def test_release_names(name, part, problem):
 def test_folder_without_recipe_is_rejected(tmp_path, capsys):
     assert run_cli("verify", str(tmp_path)) == 2
     assert f"error: {tmp_path} is not a brgen dataset root (no recipe.yaml)" in capsys.readouterr().err
+
+
+def build_reals_with_truncated_train(tmp_path) -> DatasetRoot:
+    """Build the reals of 4 JPEGs for `splits: {train: 1, test: 0, val: 1}`, where both train photos are truncated."""
+    from brgen_build.stages.reals import assign_splits
+    from photo_archives import photo_bytes, write_folder
+
+    photos = {f"{number:012d}.jpg": photo_bytes(number) for number in range(1, 5)}
+    splits = {"train": 1, "test": 0, "val": 1}
+    assignment = assign_splits([f"COCO_{number:012d}" for number in range(1, 5)], splits, seed=5)
+    for name in photos:
+        if assignment[f"COCO_{name[:-4]}"] == "train":
+            photos[name] = photos[name][: len(photos[name]) // 2]
+    folder = write_folder(tmp_path / "photos", photos)
+    data = {"name": "short-split", "seed": 5, "sources": [{"token": "COCO", "kind": "coco", "images": str(folder)}], "splits": splits}
+    recipe = write_recipe(tmp_path, data)
+    assert run_cli("build", "--stage", "reals", "--root", str(tmp_path / "root"), "--recipe", str(recipe), "--no-progress") == 0
+    return DatasetRoot(tmp_path / "root")
+
+
+def test_split_short_of_usable_photos_warns(tmp_path):
+    root = build_reals_with_truncated_train(tmp_path)
+    report = verify(root, root.load_recipe(None), methods=[])
+    train = report.recipe_counts[0]
+    assert train == {"scope": "split", "name": "train", "expected": 1, "records": 2, "ok": 0, "skipped": 2}
+    assert report.warnings == [
+        "split train: 0 usable real photo(s), fewer than the 1 the recipe requests: 2 of its 2 record(s) are skipped "
+        "with a recorded reason, and skipped photos are not replaced by others"
+    ]
+    assert not any(problem.check == "recipe" for problem in report.problems)
+
+
+def test_split_shortfall_in_summary_and_json(tmp_path, capsys):
+    root = build_reals_with_truncated_train(tmp_path)
+    capsys.readouterr()
+    run_cli("verify", str(root.path), "--json")
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert warnings[0].startswith("split train: 0 usable real photo(s)")
+    run_cli("verify", str(root.path), "--no-progress")
+    out = capsys.readouterr().out
+    assert "recipe: split train: 1 real photo(s) requested, 2 recorded, 0 usable (2 skipped)" in out
+    assert "warning: split train: 0 usable real photo(s)" in out

@@ -34,7 +34,7 @@ def write_shards(root: DatasetRoot, samples: dict[str, list[Sample]], out_dir: P
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     empty_masks: dict[tuple[int, int], bytes] = {}
-    folders = []
+    sample_counts: dict[str, int] = {}
     for split, items in samples.items():
         if not items:
             continue
@@ -51,12 +51,15 @@ def write_shards(root: DatasetRoot, samples: dict[str, list[Sample]], out_dir: P
                     mask = _empty_mask(root.absolute(sample.image), empty_masks)
                 metadata = json.dumps(sample.metadata(), ensure_ascii=False).encode("utf-8")
                 writer.write({"__key__": sample_key(sample), "png": image, "mask.png": mask, "json": metadata})
-        folders.append(out_dir / split)
-        logger.info("export: %s: %d samples in %s", split, len(ordered), folder)
+        sample_counts[split] = len(ordered)
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.mkdir(parents=True, exist_ok=True)
     partial.replace(out_dir)
-    return folders
+
+    # Logged once the shards are in their final folders, because the `.partial` folder is gone by now.
+    for split, count in sample_counts.items():
+        logger.info("export: %s: %d samples in %s", split, count, out_dir / split)
+    return [out_dir / split for split in sample_counts]
 
 
 def _empty_mask(image_path: Path, cache: dict[tuple[int, int], bytes]) -> bytes:
