@@ -32,7 +32,7 @@ from inpainters.quality.weights import locate_weight_folder
 
 MODEL_FILE = "svm.txt"
 RANGE_FILE = "normalize.pickle"
-MODEL_ORIGIN = "the PyPI package `brisque` (pip install 'brgen[filter]' installs it; brgen reads brisque/models/ from it)"
+MODEL_ORIGIN = "the PyPI package `brisque` (pip install 'brgen[filter]', or pip install -e '.[filter]' in a clone of brgen, installs it; brgen reads brisque/models/ from it)"
 
 # MATLAB rgb2gray: the luma row of the inverse NTSC (YIQ) matrix.
 GREY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
