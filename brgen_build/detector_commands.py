@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from brgen_build.model_checks import check_device
+
 # The same choices as detector.distributed.PRECISIONS and detector.config.NOISE_BLOCKS, repeated here so
 # that building the CLI does not import torch and transformers.
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -78,6 +80,7 @@ def train_detector(train_paths, val_specs, output, mit_b0, mit_b2, noiseprint, r
           --mit-b0 weights/mit-b0 --mit-b2 weights/mit-b2 --noiseprint weights/noiseprint++.th -o runs/nfa-vit
       torchrun --nproc_per_node 4 --no-python brgen train-detector ... -o runs/nfa-vit
     """
+    check_device(device)
     from detector.evaluate import format_table
     from detector.train import TrainSettings, train
 
@@ -135,6 +138,7 @@ def eval_detector(checkpoint, data_specs, output, batch_size, workers, device, p
       brgen eval-detector --checkpoint runs/nfa-vit --data stuff=export/stuff_val.json \\
           --data background=export/background_val.json --data real=export/real_val.json -o runs/nfa-vit/val
     """
+    check_device(device)
     from detector.evaluate import format_table, run_evaluation
 
     results = run_evaluation(checkpoint, list(data_specs), output, batch_size, workers, device, precision, progress=not no_progress)
