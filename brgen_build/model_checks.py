@@ -1,10 +1,14 @@
-"""Checks that the model packages share: torch device strings and the GPU of a torchrun process.
+"""Checks that the model packages share: torch device strings, the GPU of a torchrun process, and state
+dicts that do not fit a model.
 
 `inpainters`, `mask_gen` and `detector` import this module as they import `brgen_build.errors`: it imports
 nothing else from brgen_build, and torch only inside its functions, so importing it stays cheap.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from brgen_build.errors import BrgenError
 
@@ -89,3 +93,41 @@ def _no_gpu_reason() -> str:
         return f"this torch ({torch.__version__}) is a CPU-only build"
     return "torch sees no CUDA GPU (check the driver, the job's GPU allocation and CUDA_VISIBLE_DEVICES)"
 
+
+def describe_state_dict_mismatch(expected: Mapping[str, Any], actual: Mapping[str, Any], shown: int = 5) -> str | None:
+    """Describe how a state dict differs from what a model expects; return None when names and shapes match.
+
+    The text gives the count of missing keys, unexpected keys and tensors of another shape, each with its
+    first `shown` names, so that a wrong file gives a short message instead of thousands of key names.
+
+    Args:
+        expected: the model's `state_dict()`; tensors on the meta device work, because only shapes are read.
+        actual: the state dict read from the file.
+    """
+    missing = [name for name in expected if name not in actual]
+    unexpected = [name for name in actual if name not in expected]
+    reshaped = [
+        f"{name} {_shape(actual[name])} in the file, {_shape(expected[name])} expected"
+        for name in expected
+        if name in actual and tuple(expected[name].shape) != tuple(actual[name].shape)
+    ]
+    parts = [
+        _count_and_first(missing, "missing key", shown),
+        _count_and_first(unexpected, "unexpected key", shown),
+        _count_and_first(reshaped, "tensor of another shape", shown, plural="tensors of another shape"),
+    ]
+    parts = [part for part in parts if part]
+    return ", ".join(parts) if parts else None
+
+
+def _count_and_first(names: list[str], noun: str, shown: int, plural: str | None = None) -> str:
+    if not names:
+        return ""
+    label = noun if len(names) == 1 else plural or f"{noun}s"
+    if len(names) <= shown:
+        return f"{len(names)} {label} ({'; '.join(names)})"
+    return f"{len(names)} {label} (first {shown}: {'; '.join(names[:shown])})"
+
+
+def _shape(tensor: Any) -> str:
+    return "x".join(str(size) for size in tensor.shape) or "scalar"

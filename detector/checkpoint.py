@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from brgen_build.model_checks import describe_state_dict_mismatch
 from detector.config import NFAViTConfig, published_config
 from detector.convert import nfa_vit_from_published
 from detector.errors import DetectorError
@@ -122,8 +123,8 @@ def load_model(path: str | Path) -> tuple[NFAViT, dict]:
         source = "published NFA-ViT"
 
     model = NFAViT(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise DetectorError(f"{path} does not fit NFA-ViT: {str(error).splitlines()[-1].strip()}") from None
+    mismatch = describe_state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise DetectorError(f"{path} does not fit NFA-ViT with its configuration: {mismatch}. Pass a checkpoint written by brgen or a published NFA-ViT state dict")
+    model.load_state_dict(state, strict=True)
     return model, {"path": str(path.resolve()), "format": source}

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import SegformerConfig, SegformerModel
 from transformers.utils import logging as transformers_logging
 
+from brgen_build.model_checks import describe_state_dict_mismatch
 from detector.config import NFAViTConfig, encoder_config, mit_config
 from detector.convert import is_original_mit, mit_from_original
 from detector.errors import DetectorError
@@ -133,18 +134,21 @@ def missing_noiseprint_message() -> str:
 
 
 def average_colour_channels(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Return a copy of a MiT state dict whose first patch embedding reads one channel: the RGB filters averaged."""
+    """Return a copy of a MiT state dict whose first patch embedding reads one channel: the RGB filters averaged.
+
+    A state dict without that embedding is copied unchanged, so that loading it reports every missing key.
+    """
     state = dict(state)
-    weight = state[FIRST_PATCH_EMBEDDING]
-    state[FIRST_PATCH_EMBEDDING] = weight.mean(dim=1, keepdim=True)
+    if FIRST_PATCH_EMBEDDING in state:
+        state[FIRST_PATCH_EMBEDDING] = state[FIRST_PATCH_EMBEDDING].mean(dim=1, keepdim=True)
     return state
 
 
 def _load_branch(branch: SegformerModel, state: dict[str, torch.Tensor], label: str, source: str | Path) -> None:
-    try:
-        branch.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise DetectorError(f"{label}: {source} does not fit: {str(error).splitlines()[-1].strip()}") from None
+    mismatch = describe_state_dict_mismatch(branch.state_dict(), state)
+    if mismatch:
+        raise DetectorError(f"{label}: {source} does not fit: {mismatch}. Check that it contains that MiT encoder")
+    branch.load_state_dict(state, strict=True)
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
