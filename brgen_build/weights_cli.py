@@ -56,7 +56,7 @@ def list_command(methods: tuple[str, ...], as_json: bool) -> None:
             state = "present" if not missing else "missing"
             if as_json:
                 click.echo(json.dumps({
-                    "method": method, "component": entry.name, "state": state, "path": str(path), "found_by": label,
+                    "method": method, "component": entry.name, "state": state, "path": str(path), "found_by": label, "env": entry.env,
                     "missing": missing, "source": entry.where_from(), "licence": entry.licence, "origin": entry.origin,
                     "optional": entry.optional, "description": entry.description, "size": entry.size,
                 }))

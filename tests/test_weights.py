@@ -167,6 +167,24 @@ def test_list_json_has_one_object_per_component(capsys):
     assert len(rows) == sum(len(entries) for entries in load_registry().values())
 
 
+def test_list_json_names_environment_variables(capsys):
+    assert run_cli("weights", "list", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    variables = {(row["method"], row["component"]): row["env"] for row in rows}
+    assert variables[("lama", "generator")] == "BRGEN_LAMA_WEIGHTS"
+    assert variables[("mat", "generator")] == "BRGEN_MAT_WEIGHTS"
+    assert variables[("brushnet", "base_sdxl")] == "BRGEN_BRUSHNET_SDXL_BASE"
+    assert all(variables.values())
+
+
+def test_docs_name_every_variable_list_shows(capsys):
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "weights.md").read_text()
+    assert run_cli("weights", "list", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for row in rows:
+        assert f"| `{row['method']}` | `{row['component']}` | `{row['env']}` |" in docs
+
+
 def test_check_reports_wrong_file_and_fails(capsys):
     target = Path(os.environ["BRGEN_WEIGHTS_DIR"]) / "lama" / "big-lama.pt"
     target.parent.mkdir(parents=True)
