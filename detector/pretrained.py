@@ -50,7 +50,7 @@ def read_mit(source: str | Path, variant: str) -> tuple[SegformerConfig, dict[st
         return mit_config(variant), state, {"path": str(path.resolve()), "format": "original", "sha256": sha256_file(path)}
     raise DetectorError(
         f"MiT-{variant} weights not found at {path}; pass a local copy of nvidia/mit-{variant} "
-        f"(for example from `huggingface-cli download nvidia/mit-{variant} --local-dir DIR` on a machine with "
+        f"(for example from `hf download nvidia/mit-{variant} --local-dir DIR` on a machine with "
         f"internet access) or an original mit_{variant}.pth file"
     )
 

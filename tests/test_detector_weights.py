@@ -102,7 +102,7 @@ def test_noiseprint_with_one_layer_rejected(tmp_path):
 
 
 def test_missing_mit_folder_explains_download(tmp_path):
-    with pytest.raises(DetectorError, match="huggingface-cli download nvidia/mit-b0"):
+    with pytest.raises(DetectorError, match="hf download nvidia/mit-b0 --local-dir"):
         read_mit(tmp_path / "absent", "b0")
 
 
