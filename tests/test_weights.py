@@ -159,6 +159,32 @@ def test_list_shows_missing_and_present(capsys):
     assert f"generator      present  {target}" in after
 
 
+def test_list_tells_to_fix_variable_not_fetch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRGEN_LAMA_WEIGHTS", str(tmp_path / "nope.pt"))
+    assert run_cli("weights", "list", "lama") == 0
+    output = capsys.readouterr().out
+    assert f"generator      missing  {tmp_path / 'nope.pt'}" in output
+    assert "correct $BRGEN_LAMA_WEIGHTS or unset it" in output
+    assert "missing: big-lama.pt; fetch it with" not in output
+
+
+def test_missing_file_from_variable_names_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRGEN_LAMA_WEIGHTS", str(tmp_path / "nope.pt"))
+    with pytest.raises(MissingWeightsError) as raised:
+        resolve("lama", "generator")
+    message = str(raised.value)
+    assert f"not found at {tmp_path / 'nope.pt'} (from $BRGEN_LAMA_WEIGHTS)" in message
+    assert "Correct $BRGEN_LAMA_WEIGHTS or unset it" in message
+    assert "or set BRGEN_LAMA_WEIGHTS=PATH" not in message
+
+
+def test_missing_explicit_file_says_to_correct_path(tmp_path):
+    with pytest.raises(MissingWeightsError) as raised:
+        resolve("lama", "generator", tmp_path / "typo.pt")
+    message = str(raised.value)
+    assert "Correct that path, or leave it out to use $BRGEN_LAMA_WEIGHTS or the weights folder" in message
+
+
 def test_list_json_has_one_object_per_component(capsys):
     assert run_cli("weights", "list", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -272,6 +298,16 @@ def test_fetch_and_check_commands(test_registry, capsys):
     assert f"testgan.generator: present {target}" in output
     assert f"testgan.generator: ok ({target})" in output
     assert server.ranges == [None]
+
+
+def test_fetch_warns_when_variable_overrides_folder(test_registry, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRGEN_TESTGAN_WEIGHTS", str(tmp_path / "elsewhere.bin"))
+    with WeightServer() as server:
+        test_registry(server.url)
+        assert run_cli("weights", "fetch", "testgan", "--no-progress") == 0
+    error = capsys.readouterr().err
+    assert f"$BRGEN_TESTGAN_WEIGHTS is set to {tmp_path / 'elsewhere.bin'}" in error
+    assert "unset it to use the fetched file" in error
 
 
 # Hugging Face downloads, with stand-ins for the Hub.
