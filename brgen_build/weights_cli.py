@@ -125,11 +125,8 @@ def fetch_command(method: str, names: tuple[str, ...], no_progress: bool) -> Non
         click.echo(f"{method}.{entry.name}: {result.action} {result.path}")
     for result in manual:
         entry = result.component
-        click.echo(
-            f"{method}.{entry.name}: no direct download. Get {entry.description} from {entry.manual} "
-            f"and put its files ({', '.join(entry.required)}) in {result.path}",
-            err=True,
-        )
+        target = f"save it as {result.path}" if entry.single_file else f"put its files ({', '.join(entry.required)}) in {result.path}"
+        click.echo(f"{method}.{entry.name}: no direct download. Get {entry.description} from {entry.manual} and {target}", err=True)
     if manual:
         sys.exit(1)
 

@@ -36,7 +36,7 @@ WEIGHTS_FOLDER = "the weights folder"
 
 _COMPONENT_KEYS = {
     "description", "url", "file", "md5", "sha256", "repo", "revision", "allow_patterns", "subfolder",
-    "manual", "path", "required", "size", "licence", "origin", "env", "optional",
+    "manual", "path", "required", "size", "licence", "origin", "env", "optional", "file_patterns",
 }
 
 
@@ -71,6 +71,7 @@ class Component:
     size: int | None = None
     env: str | None = None
     optional: bool = False
+    file_patterns: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
@@ -88,13 +89,22 @@ class Component:
             return "md5", self.md5
         return None
 
+    @property
+    def single_file(self) -> bool:
+        """Whether the component is one file (`file`) rather than a folder with `required` files."""
+        return self.file is not None
+
     def download_path(self, root: Path) -> Path:
-        """Return the path `brgen weights fetch` writes this component to: the file, or the folder of a download."""
+        """Return the path `brgen weights fetch` writes this component to: the file, or the folder of a download.
+
+        A Hub component goes to `hub/<repo>` unless it names a `path`. A manual one goes to `path`, or to
+        `path/file` when it is a single file.
+        """
         if self.source == "url":
             return root / self.method / self.file
         if self.source == "hub":
-            return root / "hub" / self.repo
-        return root / self.path
+            return root / (self.path or f"hub/{self.repo}")
+        return root / self.path / self.file if self.single_file else root / self.path
 
     def default_path(self, root: Path) -> Path:
         """Return the path a method loads when nothing overrides it: the file, or the folder with `required` files."""
@@ -115,9 +125,15 @@ class Component:
         return f"{command} --component {self.name}" if self.optional else command
 
     def missing_files(self, path: Path) -> list[str]:
-        """Return the `required` patterns with no match under `path`, or [file name] when a file component is absent."""
-        if self.source == "url":
+        """Return the `required` patterns with no match under `path`, or [file name] when a file component is absent.
+
+        A file whose name matches `file_patterns` stands for the whole folder (an original weight file that
+        the loading code converts).
+        """
+        if self.single_file:
             return [] if path.is_file() else [self.file]
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in self.file_patterns):
+            return []
         if not path.is_dir():
             return list(self.required) or [path.name]
         return [pattern for pattern in self.required if not any(path.glob(pattern))]
@@ -169,10 +185,12 @@ def _parse_component(path: Path, method: str, name: str, fields) -> Component:
         raise RegistryError(f"{where} needs exactly one of `url`, `repo` or `manual`, got {sources or 'none'}")
     if fields.get("url") and not fields.get("file"):
         raise RegistryError(f"{where} has a `url` but no `file` name")
+    if fields.get("repo") and fields.get("file"):
+        raise RegistryError(f"{where} has a `repo` and a `file`; a Hub component is a folder, so list its files under `required`")
     if fields.get("manual") and not fields.get("path"):
         raise RegistryError(f"{where} has a `manual` source but no `path` to put the files")
     values = dict(fields)
-    for key in ("allow_patterns", "required"):
+    for key in ("allow_patterns", "required", "file_patterns"):
         values[key] = tuple(values.get(key) or ())
     return Component(method=method, name=name, **values)
 

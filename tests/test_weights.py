@@ -410,3 +410,64 @@ def test_hub_component_without_record_is_unverified():
     assert weights.verify(entry, folder).status == "unverified"
     shutil.rmtree(folder)
     assert weights.verify(entry, folder).status == "missing"
+
+
+# NFA-ViT's initial weights: two Hub repositories fetched into the weights folder, and a file downloaded by hand.
+
+
+def test_registry_lists_nfa_vit_components():
+    entries = load_registry()["nfa-vit"]
+    assert entries["mit_b0"].repo == "nvidia/mit-b0"
+    assert entries["mit_b2"].repo == "nvidia/mit-b2"
+    assert entries["noiseprint"].source == "manual"
+    assert entries["noiseprint"].manual.startswith("https://github.com/grip-unina/TruFor/")
+    assert "non-profit" in entries["noiseprint"].licence
+
+
+def test_nfa_vit_defaults_are_in_weights_folder():
+    root = Path(os.environ["BRGEN_WEIGHTS_DIR"])
+    entries = load_registry()["nfa-vit"]
+    assert entries["mit_b0"].default_path(root) == root / "nfa-vit" / "mit-b0"
+    assert entries["mit_b2"].default_path(root) == root / "nfa-vit" / "mit-b2"
+    assert entries["noiseprint"].default_path(root) == root / "nfa-vit" / "noiseprint++.th"
+
+
+def test_hub_component_with_path_fetches_there():
+    hub = FakeHub()
+    root = Path(os.environ["BRGEN_WEIGHTS_DIR"])
+    entry = dataclasses.replace(hub_component(), path="nfa-vit/tiny")
+    result = fetch_hub(entry, root, api=hub, snapshot_download=hub.snapshot_download)
+    assert result.path == root / "nfa-vit" / "tiny"
+    assert (root / "nfa-vit" / "tiny" / "model_index.json").is_file()
+    assert weights.verify(entry, result.path).status == "ok"
+
+
+def test_list_and_check_single_file_manual_component(capsys):
+    target = Path(os.environ["BRGEN_WEIGHTS_DIR"]) / "nfa-vit" / "noiseprint++.th"
+    assert run_cli("weights", "list", "nfa-vit") == 0
+    before = capsys.readouterr().out
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"layers")
+    assert run_cli("weights", "list", "nfa-vit") == 0
+    after = capsys.readouterr().out
+    assert run_cli("weights", "check", "nfa-vit") == 1
+    checked = capsys.readouterr().out
+    assert "missing: noiseprint++.th; download it by hand from https://github.com/grip-unina/TruFor/" in before
+    assert f"noiseprint     present  {target}" in after
+    assert f"nfa-vit.noiseprint: unverified ({target})" in checked
+
+
+def test_fetch_names_page_and_target_of_manual_file(capsys):
+    assert run_cli("weights", "fetch", "nfa-vit", "--component", "noiseprint") == 1
+    error = capsys.readouterr().err
+    target = Path(os.environ["BRGEN_WEIGHTS_DIR"]) / "nfa-vit" / "noiseprint++.th"
+    assert "nfa-vit.noiseprint: no direct download. Get " in error
+    assert f"save it as {target}" in error
+
+
+def test_mit_variable_may_name_original_weight_file(tmp_path, monkeypatch, capsys):
+    original = tmp_path / "mit_b0.pth"
+    original.write_bytes(b"weights")
+    monkeypatch.setenv("BRGEN_MIT_B0", str(original))
+    assert run_cli("weights", "list", "nfa-vit") == 0
+    assert f"mit_b0         present  {original}" in capsys.readouterr().out
