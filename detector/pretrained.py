@@ -19,7 +19,7 @@ from transformers import SegformerConfig, SegformerModel
 from transformers.utils import logging as transformers_logging
 
 from brgen_build.model_checks import describe_state_dict_mismatch
-from detector.config import NFAViTConfig, encoder_config, mit_config
+from detector.config import MIT_INITS, NFAViTConfig, encoder_config, mit_config
 from detector.convert import is_original_mit, mit_from_original
 from detector.errors import DetectorError
 from detector.files import sha256_file
@@ -79,37 +79,50 @@ def _read_mit_folder(path: Path) -> tuple[SegformerConfig, dict[str, torch.Tenso
 
 
 def build_pretrained_model(
-    mit_b0: str | Path,
-    mit_b2: str | Path,
+    mit_b0: str | Path | None,
+    mit_b2: str | Path | None,
     noiseprint: str | Path | None,
     random_noise_extractor: bool = False,
     seed: int = 0,
+    mit_init: str = "imagenet",
     **options,
 ) -> tuple[NFAViT, dict]:
     """Build NFA-ViT with ImageNet MiT weights and the Noiseprint++ extractor; return it and its source record.
 
     `options` are NFAViTConfig fields other than the branches (image_size, topk_ratio, noise_block, ...).
     Without `noiseprint`, `random_noise_extractor` must be set: the extractor then keeps its seeded random
-    initialisation, which the record states.
+    initialisation, which the record states. `mit_init="random"` builds full-size MiT-b0 and MiT-b2
+    branches with transformers' seeded random initialisation instead of reading `mit_b0` and `mit_b2`.
 
     Raises:
-        DetectorError: a weight source is missing or does not fit.
+        DetectorError: a weight source is missing or does not fit, or `mit_init` is unknown.
     """
+    if mit_init not in MIT_INITS:
+        raise DetectorError(f"unknown MiT initialisation {mit_init!r}; expected one of {', '.join(MIT_INITS)}")
     if noiseprint is None and not random_noise_extractor:
         raise DetectorError(missing_noiseprint_message())
+    if mit_init == "imagenet" and (mit_b0 is None or mit_b2 is None):
+        raise DetectorError(missing_mit_message())
     if noiseprint is not None:
         # The extractor takes the depth and width of the given file.
         extractor_layers, extractor_source = read_noiseprint(noiseprint)
         depth, features = extractor_shape(extractor_layers)
         options = {**options, "extractor_depth": depth, "extractor_features": features}
-    noise_config, noise_state, noise_source = read_mit(mit_b0, "b0")
-    image_config, image_state, image_source = read_mit(mit_b2, "b2")
+
+    if mit_init == "imagenet":
+        noise_config, noise_state, noise_source = read_mit(mit_b0, "b0")
+        image_config, image_state, image_source = read_mit(mit_b2, "b2")
+    else:
+        noise_config, image_config = mit_config("b0"), mit_config("b2")
+        noise_source, image_source = _random_source(seed, "MiT-b0"), _random_source(seed, "MiT-b2")
+        logger.warning("training from randomly initialised MiT branches: results are not comparable with BR-Gen's")
     config = NFAViTConfig(noise_branch=encoder_config(noise_config, 1), image_branch=encoder_config(image_config, 3), **options)
 
     torch.manual_seed(seed)
     model = NFAViT(config)
-    _load_branch(model.noise_branch, average_colour_channels(noise_state), "noise branch (MiT-b0)", mit_b0)
-    _load_branch(model.image_branch, image_state, "image branch (MiT-b2)", mit_b2)
+    if mit_init == "imagenet":
+        _load_branch(model.noise_branch, average_colour_channels(noise_state), "noise branch (MiT-b0)", mit_b0)
+        _load_branch(model.image_branch, image_state, "image branch (MiT-b2)", mit_b2)
 
     if noiseprint is not None:
         load_layers(model.noise_extractor, extractor_layers, noiseprint)
@@ -122,6 +135,18 @@ def build_pretrained_model(
         logger.warning("training without Noiseprint++ weights: the noise extractor stays random; results are not comparable with BR-Gen's")
     sources = {"mit_b0": noise_source, "mit_b2": image_source, "noise_extractor": extractor_source}
     return model, sources
+
+
+def _random_source(seed: int, variant: str) -> dict:
+    return {"source": "random-init", "seed": seed, "note": f"no ImageNet {variant} weights; the branch starts from transformers' random initialisation"}
+
+
+def missing_mit_message() -> str:
+    return (
+        "NFA-ViT starts from ImageNet MiT weights: pass --mit-b0 and --mit-b2 (local copies of nvidia/mit-b0 and "
+        "nvidia/mit-b2, or original mit_b0.pth / mit_b2.pth files). To train without them, pass --mit-init random; "
+        "the branches then start from a random initialisation and the results are not comparable with BR-Gen's"
+    )
 
 
 def missing_noiseprint_message() -> str:
