@@ -30,7 +30,24 @@ precision_option = click.option(
     help="auto: bf16 autocast on GPUs, float32 on CPUs.",
 )
 workers_option = click.option("--workers", type=click.IntRange(min=0), default=8, show_default=True, help="Data-loading processes per training process.")
-progress_option = click.option("--no-progress", is_flag=True, help="Hide progress bars (logs still show each epoch).")
+existing_path = click.Path(exists=True, path_type=str)
+
+
+class DatasetSpec(click.ParamType):
+    """A dataset given as NAME=PATH or PATH, whose PATH must exist; the value stays the text given."""
+
+    name = "dataset"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[NAME=]PATH"
+
+    def convert(self, value, param, ctx):
+        name, separator, location = str(value).partition("=")
+        existing_path.convert(location if separator else name, param, ctx)
+        return value
+
+
+dataset_spec = DatasetSpec()
 
 
 def resolve_weights(given: dict[str, str | None], needed: list[str]) -> dict[str, str | None]:
@@ -40,7 +57,7 @@ def resolve_weights(given: dict[str, str | None], needed: list[str]) -> dict[str
     environment variable, else the weights folder. A component not in `needed` keeps its given value.
 
     Raises:
-        BrgenError: one or more needed components are missing; the message lists every one with the
+        BrgenError: one or more needed components are missing. The message lists each of them with the
             path looked at, what chose that path and what to do.
     """
     from inpainters import weights as registry
@@ -77,12 +94,12 @@ def _is_main_process() -> bool:
 
 
 @click.command(name="train-detector")
-@click.option("--train", "train_paths", multiple=True, required=True, help="Training set: an IMDLBenCo JSON list or a release folder with Au/, Tp/ and Gt/. Repeat to combine sets.")
-@click.option("--val", "val_specs", multiple=True, help="Validation set as NAME=PATH or PATH: a JSON list, a release folder, or an IMDLBenCo test-set JSON {name: path}. Repeat for several sets.")
+@click.option("--train", "train_paths", multiple=True, required=True, type=existing_path, help="Training set: an IMDLBenCo JSON list or a release folder with Au/, Tp/ and Gt/. Repeat to combine sets.")
+@click.option("--val", "val_specs", multiple=True, type=dataset_spec, help="Validation set as NAME=PATH or PATH: a JSON list, a release folder, or an IMDLBenCo test-set JSON {name: path}. Repeat for several sets.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints, logs and metrics.")
-@click.option("--mit-b0", default=None, help="ImageNet MiT-b0 for the noise branch: a local nvidia/mit-b0 folder or an original mit_b0.pth. Default: $BRGEN_MIT_B0, else WEIGHTS/nfa-vit/mit-b0 (WEIGHTS: $BRGEN_WEIGHTS_DIR, default $HF_HOME/brgen); `brgen weights fetch nfa-vit` puts it there.")
-@click.option("--mit-b2", default=None, help="ImageNet MiT-b2 for the image branch: a local nvidia/mit-b2 folder or an original mit_b2.pth. Default: $BRGEN_MIT_B2, else WEIGHTS/nfa-vit/mit-b2.")
-@click.option("--noiseprint", default=None, help="Noiseprint++ weights (TruFor's noiseprint++.th or BR-Gen's noiseprint.pth; non-commercial licence). Default: $BRGEN_NOISEPRINT, else WEIGHTS/nfa-vit/noiseprint++.th.")
+@click.option("--mit-b0", type=existing_path, default=None, help="ImageNet MiT-b0 for the noise branch: a local nvidia/mit-b0 folder or an original mit_b0.pth. Default: $BRGEN_MIT_B0, else WEIGHTS/nfa-vit/mit-b0 (WEIGHTS: $BRGEN_WEIGHTS_DIR, default $HF_HOME/brgen); `brgen weights fetch nfa-vit` puts it there.")
+@click.option("--mit-b2", type=existing_path, default=None, help="ImageNet MiT-b2 for the image branch: a local nvidia/mit-b2 folder or an original mit_b2.pth. Default: $BRGEN_MIT_B2, else WEIGHTS/nfa-vit/mit-b2.")
+@click.option("--noiseprint", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None, help="Noiseprint++ weights (TruFor's noiseprint++.th or BR-Gen's noiseprint.pth; non-commercial licence). Default: $BRGEN_NOISEPRINT, else WEIGHTS/nfa-vit/noiseprint++.th.")
 @click.option("--random-noise-extractor", is_flag=True, help="Train without Noiseprint++: the noise extractor keeps a seeded random initialisation. It gets no gradient in NFA-ViT, so it never learns; run.json records this.")
 @click.option("--mit-init", type=click.Choice(MIT_INITS), default="imagenet", show_default=True, help="imagenet: start both MiT branches from --mit-b0 and --mit-b2, as the published run. random: start them from a seeded random initialisation and need no MiT weights, for trying training; results are not comparable with BR-Gen's. run.json records it.")
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True, help="Training epochs.")
@@ -99,8 +116,14 @@ def _is_main_process() -> bool:
 @workers_option
 @device_option
 @precision_option
-@click.option("--resume", is_flag=True, help="Continue the run in --output from its newest checkpoint.")
-@progress_option
+@click.option(
+    "--resume", is_flag=True,
+    help="Continue the run in --output from its newest checkpoint. Settings that change the result (training data, epochs, "
+    "batch size, learning rates, weight decay, warm-up, seed, image size, noise block, number of processes) must equal "
+    "the run's, because the learning-rate schedule spans all epochs. To train for more epochs, start a new run with the "
+    "larger --epochs in another --output.",
+)
+@click.option("--no-progress", is_flag=True, help="Hide progress bars (logs still show each epoch).")
 def train_detector(train_paths, val_specs, output, mit_b0, mit_b2, noiseprint, random_noise_extractor, mit_init, epochs, batch_size, lr, min_lr,
                    weight_decay, warmup_epochs, seed, eval_every, eval_batch_size, image_size, noise_block, workers, device, precision,
                    resume, no_progress) -> None:
@@ -164,13 +187,13 @@ def train_detector(train_paths, val_specs, output, mit_b0, mit_b2, noiseprint, r
 
 @click.command(name="eval-detector")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True), help="A run folder (its newest checkpoint), a checkpoint folder, or a published NFA-ViT .pth state dict.")
-@click.option("--data", "data_specs", multiple=True, required=True, help="Dataset as NAME=PATH or PATH: a JSON list, a release folder, or an IMDLBenCo test-set JSON {name: path}. Repeat for several sets.")
+@click.option("--data", "data_specs", multiple=True, required=True, type=dataset_spec, help="Dataset as NAME=PATH or PATH: a JSON list, a release folder, or an IMDLBenCo test-set JSON {name: path}. Repeat for several sets.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for metrics.json and metrics.md.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per process and forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True, help="Data-loading processes per process.")
 @device_option
 @precision_option
-@progress_option
+@click.option("--no-progress", is_flag=True, help="Hide progress bars (logs still show each dataset's metrics).")
 def eval_detector(checkpoint, data_specs, output, batch_size, workers, device, precision, no_progress) -> None:
     """Score an NFA-ViT checkpoint on each dataset: pixel F1, IoU and AUC, image accuracy, AUC, AP and F1.
 

@@ -208,7 +208,13 @@ def _check_resumed_settings(settings: TrainSettings, output: Path, runtime: Runt
     if run.get("world_size") != runtime.world_size:
         changed.append(f"world_size {run.get('world_size')} -> {runtime.world_size}")
     if changed:
-        raise DetectorError(f"cannot resume {output} with changed settings ({'; '.join(changed)}); rerun with the original ones or start a new --output")
+        message = f"cannot resume {output} with changed settings ({'; '.join(changed)}); rerun with the original ones or start a new --output"
+        if run["settings"].get("epochs") != settings.epochs:
+            message += (
+                f". A run cannot be extended, because its learning-rate schedule spans all {run['settings'].get('epochs')} epochs: "
+                f"start a new run with --epochs {settings.epochs} in another --output"
+            )
+        raise DetectorError(message)
     return run
 
 

@@ -215,3 +215,51 @@ def test_random_mit_init_rejects_mit_options(inputs, tmp_path, capsys):
     arguments = train_arguments(inputs, tmp_path / "run", "--epochs", "1", "--mit-init", "random")
     assert run_cli(*arguments) == 2
     assert "--mit-b0 and --mit-b2 are not used with --mit-init random" in capsys.readouterr().err
+
+
+def help_text(command: str, capsys) -> str:
+    assert run_cli(command, "--help") == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_eval_help_mentions_no_epochs(capsys):
+    text = help_text("eval-detector", capsys)
+    assert "each epoch" not in text
+    assert "--data [NAME=]PATH" in text
+
+
+def test_train_help_shows_path_metavars(capsys):
+    text = help_text("train-detector", capsys)
+    assert "--train PATH" in text
+    assert "--val [NAME=]PATH" in text
+    assert "--mit-b0 PATH" in text
+    assert "--mit-b2 PATH" in text
+    assert "--noiseprint FILE" in text
+    assert "start a new run with the larger --epochs" in text
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--train", "nope.json", "Invalid value for '--train': Path"),
+        ("--val", "stuff=nope", "Invalid value for '--val': Path"),
+        ("--mit-b0", "nope", "Invalid value for '--mit-b0': Path"),
+        ("--noiseprint", ".", "Invalid value for '--noiseprint': File"),
+    ],
+)
+def test_wrong_paths_get_click_errors(inputs, tmp_path, capsys, monkeypatch, option, value, message):
+    monkeypatch.chdir(tmp_path)
+    arguments = train_arguments(inputs, tmp_path / "run", "--epochs", "1")
+    arguments[arguments.index(option) + 1] = value
+    assert run_cli(*arguments) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert "Traceback" not in error
+
+
+def test_resume_with_more_epochs_explains_new_run(trained_run, inputs, capsys):
+    assert run_cli(*train_arguments(inputs, trained_run, "--epochs", "5", "--eval-every", "2", "--resume")) == 2
+    error = capsys.readouterr().err
+    assert "epochs 3 -> 5" in error
+    assert "cannot be extended" in error
+    assert "start a new run with --epochs 5 in another --output" in error
