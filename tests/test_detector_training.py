@@ -69,6 +69,16 @@ def test_run_records_sources(trained_run, inputs):
     assert run["settings"]["epochs"] == 3
 
 
+def test_run_files_follow_umask(trained_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    names = ["run.json", "checkpoints/latest.json", "eval/epoch-0003.json", "train_log.csv"]
+    names += [f"checkpoints/epoch-0003/{name}" for name in ("model.safetensors", "config.json", "training_state.pt")]
+    for name in names:
+        assert (trained_run / name).stat().st_mode & 0o777 == expected, name
+
+
 def test_checkpoints_kept_at_evaluations(trained_run):
     folders = sorted(path.name for path in (trained_run / "checkpoints").iterdir())
     assert folders == ["epoch-0002", "epoch-0003", "latest.json"]
