@@ -56,7 +56,7 @@ def list_command(methods: tuple[str, ...], as_json: bool) -> None:
             state = "present" if not missing else "missing"
             if as_json:
                 click.echo(json.dumps({
-                    "method": method, "component": entry.name, "state": state, "path": str(path), "found_by": label,
+                    "method": method, "component": entry.name, "state": state, "path": str(path), "found_by": label, "env": entry.env,
                     "missing": missing, "source": entry.where_from(), "licence": entry.licence, "origin": entry.origin,
                     "optional": entry.optional, "description": entry.description, "size": entry.size,
                 }))
@@ -65,8 +65,7 @@ def list_command(methods: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"  {entry.name:<14} {state:<8} {path}")
             click.echo(f"  {'':<14} {entry.description} ({entry.licence}{optional})")
             if missing:
-                remedy = f"download it by hand from {entry.manual}" if entry.source == "manual" else f"fetch it with `{entry.fetch_command()}`"
-                click.echo(f"  {'':<14} missing: {', '.join(missing)}; {remedy}")
+                click.echo(f"  {'':<14} missing: {', '.join(missing)}; {registry.missing_advice(entry, label)}")
 
 
 @weights_group.command(name="check")
@@ -119,16 +118,25 @@ def fetch_command(method: str, names: tuple[str, ...], no_progress: bool) -> Non
     manual = []
     for entry in selected:
         result = fetch_component(entry, root, progress=not no_progress)
+        _warn_when_overridden(entry)
         if result.action == "manual":
             manual.append(result)
             continue
         click.echo(f"{method}.{entry.name}: {result.action} {result.path}")
     for result in manual:
         entry = result.component
-        click.echo(
-            f"{method}.{entry.name}: no direct download. Get {entry.description} from {entry.manual} "
-            f"and put its files ({', '.join(entry.required)}) in {result.path}",
-            err=True,
-        )
+        target = f"save it as {result.path}" if entry.single_file else f"put its files ({', '.join(entry.required)}) in {result.path}"
+        click.echo(f"{method}.{entry.name}: no direct download. Get {entry.description} from {entry.manual} and {target}", err=True)
     if manual:
         sys.exit(1)
+
+
+def _warn_when_overridden(entry: registry.Component) -> None:
+    # Methods load the variable's path before the weights folder, so a fetch alone changes nothing for them.
+    path, found_by = registry.locate(entry)
+    if found_by != registry.WEIGHTS_FOLDER:
+        click.echo(
+            f"{entry.method}.{entry.name}: {found_by} is set to {path}, and methods load that path before the weights "
+            f"folder; unset it to use the fetched file",
+            err=True,
+        )

@@ -22,10 +22,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from brgen_build.model_checks import describe_state_dict_mismatch
 from detector.config import NFAViTConfig, published_config
 from detector.convert import nfa_vit_from_published
 from detector.errors import DetectorError
-from detector.files import write_json
+from detector.files import write_atomically, write_json
 from detector.model import NFAViT
 from detector.pretrained import load_state_file
 
@@ -52,9 +53,11 @@ def save_checkpoint(run_folder: Path, model: NFAViT, optimizer: torch.optim.Opti
     temporary.mkdir(parents=True)
 
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(state, temporary / MODEL_FILE, metadata={"format": "pt", "epoch": str(epoch)})
-    (temporary / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    torch.save({"epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, temporary / STATE_FILE)
+    # write_atomically gives each file the umask's mode; save_file alone would leave 0o600.
+    write_atomically(temporary / MODEL_FILE, lambda path: save_file(state, path, metadata={"format": "pt", "epoch": str(epoch)}))
+    write_json(temporary / CONFIG_FILE, model.config.to_dict())
+    training_state = {"epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    write_atomically(temporary / STATE_FILE, lambda path: torch.save(training_state, path))
 
     if final.exists():
         shutil.rmtree(final)
@@ -122,8 +125,8 @@ def load_model(path: str | Path) -> tuple[NFAViT, dict]:
         source = "published NFA-ViT"
 
     model = NFAViT(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise DetectorError(f"{path} does not fit NFA-ViT: {str(error).splitlines()[-1].strip()}") from None
+    mismatch = describe_state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise DetectorError(f"{path} does not fit NFA-ViT with its configuration: {mismatch}. Pass a checkpoint written by brgen or a published NFA-ViT state dict")
+    model.load_state_dict(state, strict=True)
     return model, {"path": str(path.resolve()), "format": source}

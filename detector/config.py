@@ -16,6 +16,8 @@ from transformers import SegformerConfig
 from detector.errors import DetectorError
 
 NOISE_BLOCKS = ("published", "standard")
+# Starting weights of the MiT branches in training: ImageNet (the published run) or a random initialisation.
+MIT_INITS = ("imagenet", "random")
 
 # MiT encoder shapes as the published NFA-ViT code (clpbc/BR-Gen, MixVisionTransformer_b0 and _b2) defines
 # them. Both variants share heads, spatial-reduction ratios, patch sizes, strides and the drop-path rate.

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from brgen_build.model_checks import check_device, local_rank_gpu
 from detector.errors import DetectorError
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -77,20 +78,17 @@ def start(device: str = "auto", precision: str = "auto") -> Runtime:
         precision: `auto` (bf16 autocast on GPUs, float32 on CPUs), `bf16` or `fp32`.
 
     Raises:
-        DetectorError: a GPU is requested but none is visible, or a value is unknown.
+        DetectorError: the device is invalid or not available to this process, or the precision is unknown.
     """
     if precision not in PRECISIONS:
         raise DetectorError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DetectorError(f"device {device} requested but no GPU is visible; pass --device cpu")
+    device = check_device(device, DetectorError)
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if device.startswith("cuda"):
         if world_size > 1:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            device = local_rank_gpu(os.environ.get("LOCAL_RANK", "0"), DetectorError)
             torch.cuda.set_device(torch.device(device))
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,17 +23,38 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call `write(temporary_path)`, then rename the temporary file to `path`; remove it if anything fails."""
+    """Call `write(temporary_path)`, then rename the temporary file to `path`; remove it if anything fails.
+
+    The file gets the mode open() would give a new file there: 0o666 without the bits of the umask. That
+    applies even when `write` replaces the file, as safetensors' save_file does with a file of mode 0o600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    os.close(descriptor)
+    temporary = _create_temporary(path)
     try:
+        mode = os.stat(temporary).st_mode & 0o777
         write(temporary)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> str:
+    """Create an empty file beside `path` under a new random name and return its path.
+
+    tempfile.mkstemp would create it with mode 0o600 whatever the umask, so the file is created here with
+    O_EXCL and mode 0o666, which the kernel reduces by the umask.
+    """
+    while True:
+        temporary = path.parent / f".tmp-{path.name}.{secrets.token_hex(4)}"
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(descriptor)
+        return str(temporary)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from brgen_build.model_checks import describe_state_dict_mismatch
 from detector.errors import DetectorError
 from detector.files import sha256_file
 
@@ -112,12 +113,10 @@ def load_layers(extractor: DnCNN, layers: dict[str, torch.Tensor], path: str | P
     Raises:
         DetectorError: the layers do not fit the extractor's depth and width.
     """
-    try:
-        extractor.layers.load_state_dict(layers, strict=True)
-    except RuntimeError as error:
-        raise DetectorError(
-            f"{path} does not fit the configured extractor ({len(extractor.layers)} modules): {str(error).splitlines()[-1].strip()}"
-        ) from None
+    mismatch = describe_state_dict_mismatch(extractor.layers.state_dict(), layers)
+    if mismatch:
+        raise DetectorError(f"{path} does not fit the configured extractor ({len(extractor.layers)} modules): {mismatch}")
+    extractor.layers.load_state_dict(layers, strict=True)
 
 
 def _find_layers(data: object) -> dict[str, torch.Tensor] | None:

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from transformers import SegformerConfig, SegformerModel
 from transformers.utils import logging as transformers_logging
 
-from detector.config import NFAViTConfig, encoder_config, mit_config
+from brgen_build.model_checks import describe_state_dict_mismatch
+from detector.config import MIT_INITS, NFAViTConfig, encoder_config, mit_config
 from detector.convert import is_original_mit, mit_from_original
 from detector.errors import DetectorError
 from detector.files import sha256_file
@@ -49,7 +50,7 @@ def read_mit(source: str | Path, variant: str) -> tuple[SegformerConfig, dict[st
         return mit_config(variant), state, {"path": str(path.resolve()), "format": "original", "sha256": sha256_file(path)}
     raise DetectorError(
         f"MiT-{variant} weights not found at {path}; pass a local copy of nvidia/mit-{variant} "
-        f"(for example from `huggingface-cli download nvidia/mit-{variant} --local-dir DIR` on a machine with "
+        f"(for example from `hf download nvidia/mit-{variant} --local-dir DIR` on a machine with "
         f"internet access) or an original mit_{variant}.pth file"
     )
 
@@ -78,37 +79,50 @@ def _read_mit_folder(path: Path) -> tuple[SegformerConfig, dict[str, torch.Tenso
 
 
 def build_pretrained_model(
-    mit_b0: str | Path,
-    mit_b2: str | Path,
+    mit_b0: str | Path | None,
+    mit_b2: str | Path | None,
     noiseprint: str | Path | None,
     random_noise_extractor: bool = False,
     seed: int = 0,
+    mit_init: str = "imagenet",
     **options,
 ) -> tuple[NFAViT, dict]:
     """Build NFA-ViT with ImageNet MiT weights and the Noiseprint++ extractor; return it and its source record.
 
     `options` are NFAViTConfig fields other than the branches (image_size, topk_ratio, noise_block, ...).
     Without `noiseprint`, `random_noise_extractor` must be set: the extractor then keeps its seeded random
-    initialisation, which the record states.
+    initialisation, which the record states. `mit_init="random"` builds full-size MiT-b0 and MiT-b2
+    branches with transformers' seeded random initialisation instead of reading `mit_b0` and `mit_b2`.
 
     Raises:
-        DetectorError: a weight source is missing or does not fit.
+        DetectorError: a weight source is missing or does not fit, or `mit_init` is unknown.
     """
+    if mit_init not in MIT_INITS:
+        raise DetectorError(f"unknown MiT initialisation {mit_init!r}; expected one of {', '.join(MIT_INITS)}")
     if noiseprint is None and not random_noise_extractor:
         raise DetectorError(missing_noiseprint_message())
+    if mit_init == "imagenet" and (mit_b0 is None or mit_b2 is None):
+        raise DetectorError(missing_mit_message())
     if noiseprint is not None:
         # The extractor takes the depth and width of the given file.
         extractor_layers, extractor_source = read_noiseprint(noiseprint)
         depth, features = extractor_shape(extractor_layers)
         options = {**options, "extractor_depth": depth, "extractor_features": features}
-    noise_config, noise_state, noise_source = read_mit(mit_b0, "b0")
-    image_config, image_state, image_source = read_mit(mit_b2, "b2")
+
+    if mit_init == "imagenet":
+        noise_config, noise_state, noise_source = read_mit(mit_b0, "b0")
+        image_config, image_state, image_source = read_mit(mit_b2, "b2")
+    else:
+        noise_config, image_config = mit_config("b0"), mit_config("b2")
+        noise_source, image_source = _random_source(seed, "MiT-b0"), _random_source(seed, "MiT-b2")
+        logger.warning("training from randomly initialised MiT branches: results are not comparable with BR-Gen's")
     config = NFAViTConfig(noise_branch=encoder_config(noise_config, 1), image_branch=encoder_config(image_config, 3), **options)
 
     torch.manual_seed(seed)
     model = NFAViT(config)
-    _load_branch(model.noise_branch, average_colour_channels(noise_state), "noise branch (MiT-b0)", mit_b0)
-    _load_branch(model.image_branch, image_state, "image branch (MiT-b2)", mit_b2)
+    if mit_init == "imagenet":
+        _load_branch(model.noise_branch, average_colour_channels(noise_state), "noise branch (MiT-b0)", mit_b0)
+        _load_branch(model.image_branch, image_state, "image branch (MiT-b2)", mit_b2)
 
     if noiseprint is not None:
         load_layers(model.noise_extractor, extractor_layers, noiseprint)
@@ -123,6 +137,18 @@ def build_pretrained_model(
     return model, sources
 
 
+def _random_source(seed: int, variant: str) -> dict:
+    return {"source": "random-init", "seed": seed, "note": f"no ImageNet {variant} weights; the branch starts from transformers' random initialisation"}
+
+
+def missing_mit_message() -> str:
+    return (
+        "NFA-ViT starts from ImageNet MiT weights: pass --mit-b0 and --mit-b2 (local copies of nvidia/mit-b0 and "
+        "nvidia/mit-b2, or original mit_b0.pth / mit_b2.pth files). To train without them, pass --mit-init random; "
+        "the branches then start from a random initialisation and the results are not comparable with BR-Gen's"
+    )
+
+
 def missing_noiseprint_message() -> str:
     return (
         "NFA-ViT needs Noiseprint++ weights for its noise extractor: pass --noiseprint FILE (TruFor's "
@@ -133,18 +159,21 @@ def missing_noiseprint_message() -> str:
 
 
 def average_colour_channels(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Return a copy of a MiT state dict whose first patch embedding reads one channel: the RGB filters averaged."""
+    """Return a copy of a MiT state dict whose first patch embedding reads one channel: the RGB filters averaged.
+
+    A state dict without that embedding is copied unchanged, so that loading it reports every missing key.
+    """
     state = dict(state)
-    weight = state[FIRST_PATCH_EMBEDDING]
-    state[FIRST_PATCH_EMBEDDING] = weight.mean(dim=1, keepdim=True)
+    if FIRST_PATCH_EMBEDDING in state:
+        state[FIRST_PATCH_EMBEDDING] = state[FIRST_PATCH_EMBEDDING].mean(dim=1, keepdim=True)
     return state
 
 
 def _load_branch(branch: SegformerModel, state: dict[str, torch.Tensor], label: str, source: str | Path) -> None:
-    try:
-        branch.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise DetectorError(f"{label}: {source} does not fit: {str(error).splitlines()[-1].strip()}") from None
+    mismatch = describe_state_dict_mismatch(branch.state_dict(), state)
+    if mismatch:
+        raise DetectorError(f"{label}: {source} does not fit: {mismatch}. Check that it contains that MiT encoder")
+    branch.load_state_dict(state, strict=True)
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:

@@ -47,7 +47,7 @@ from detector.errors import DetectorError
 from detector.evaluate import evaluate, format_table
 from detector.files import write_json, write_text
 from detector.model import NFAViT, nfa_vit_loss
-from detector.pretrained import build_pretrained_model, missing_noiseprint_message
+from detector.pretrained import build_pretrained_model, missing_mit_message, missing_noiseprint_message
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class TrainSettings:
     mit_b2: str | None = None
     noiseprint: str | None = None
     random_noise_extractor: bool = False
+    mit_init: str = "imagenet"
     epochs: int = 200
     batch_size: int = 16
     lr: float = 2e-4
@@ -170,17 +171,16 @@ def _checkpoint_to_resume(settings: TrainSettings, output: Path) -> Path | None:
 
 
 def _build_model(settings: TrainSettings) -> tuple[NFAViT, dict]:
+    problems = []
     if settings.noiseprint is None and not settings.random_noise_extractor:
-        raise DetectorError(missing_noiseprint_message())
-    missing = [option for option, value in (("--mit-b0", settings.mit_b0), ("--mit-b2", settings.mit_b2)) if value is None]
-    if missing:
-        raise DetectorError(
-            f"{' and '.join(missing)} not given: NFA-ViT starts from ImageNet MiT weights; pass local copies of "
-            "nvidia/mit-b0 and nvidia/mit-b2 (or original mit_b0.pth / mit_b2.pth files)"
-        )
+        problems.append(missing_noiseprint_message())
+    if settings.mit_init == "imagenet" and (settings.mit_b0 is None or settings.mit_b2 is None):
+        problems.append(missing_mit_message())
+    if problems:
+        raise DetectorError(". ".join(problems))
     return build_pretrained_model(
         settings.mit_b0, settings.mit_b2, settings.noiseprint, settings.random_noise_extractor, seed=settings.seed,
-        image_size=settings.image_size, noise_block=settings.noise_block,
+        mit_init=settings.mit_init, image_size=settings.image_size, noise_block=settings.noise_block,
     )
 
 
@@ -208,7 +208,13 @@ def _check_resumed_settings(settings: TrainSettings, output: Path, runtime: Runt
     if run.get("world_size") != runtime.world_size:
         changed.append(f"world_size {run.get('world_size')} -> {runtime.world_size}")
     if changed:
-        raise DetectorError(f"cannot resume {output} with changed settings ({'; '.join(changed)}); rerun with the original ones or start a new --output")
+        message = f"cannot resume {output} with changed settings ({'; '.join(changed)}); rerun with the original ones or start a new --output"
+        if run["settings"].get("epochs") != settings.epochs:
+            message += (
+                f". A run cannot be extended, because its learning-rate schedule spans all {run['settings'].get('epochs')} epochs: "
+                f"start a new run with --epochs {settings.epochs} in another --output"
+            )
+        raise DetectorError(message)
     return run
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from brgen_build.errors import BrgenError
+from brgen_build.model_checks import check_device, local_rank_gpu
 
 
 class MethodError(BrgenError):
@@ -86,7 +87,7 @@ class Inpainter(ABC):
         self.batch_size = int(params.get("batch_size", self.default_batch_size))
         if self.batch_size < 1:
             raise MethodError(f"{self.name}: batch_size must be at least 1, got {self.batch_size}")
-        self.device = resolve_device(params.get("device", device))
+        self.device = resolve_device(params.get("device", device), MethodError, self.name)
 
     def check(self) -> None:
         """Raise MethodError if the method cannot run (weights missing), before any work starts."""
@@ -138,36 +139,20 @@ class WeightFileInpainter(Inpainter):
         return self._checkpoint
 
 
-def resolve_device(device: str) -> str:
-    """Return the torch device to use for `device`.
+def resolve_device(device: str, error: type[BrgenError] = MethodError, context: str = "") -> str:
+    """Validate `device` and return the torch device to use.
 
     `auto` becomes `cuda` when a GPU is visible, else `cpu`. When a launcher set `LOCAL_RANK` (torchrun,
     `accelerate launch`), `cuda` without an index becomes `cuda:<LOCAL_RANK>`, so each process of a node gets
     its own GPU; a process that sees a single GPU (CUDA_VISIBLE_DEVICES set per process) uses `cuda:0`.
-    Anything else is returned as given.
-    """
-    if device == "auto":
-        import torch
+    Other valid values are returned as given.
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    Raises:
+        error: the value is not a torch device, or names a GPU this process cannot use (see
+            `brgen_build.model_checks.check_device`); `context` prefixes the message.
+    """
+    device = check_device(device, error, context)
     if device != "cuda" or "LOCAL_RANK" not in os.environ:
         return device
-    return _local_gpu(os.environ["LOCAL_RANK"])
+    return local_rank_gpu(os.environ["LOCAL_RANK"], error)
 
-
-def _local_gpu(local_rank_text: str) -> str:
-    import torch
-
-    try:
-        local_rank = int(local_rank_text)
-    except ValueError:
-        raise MethodError(f"LOCAL_RANK={local_rank_text!r} is not an integer; unset it or pass --device cuda:N") from None
-    visible = torch.cuda.device_count()
-    if local_rank < visible:
-        return f"cuda:{local_rank}"
-    if visible == 1:
-        return "cuda:0"
-    raise MethodError(
-        f"LOCAL_RANK={local_rank} but this process sees {visible} GPU(s); start at most {visible} processes per node "
-        "(torchrun --nproc_per_node) or pass --device cuda:N"
-    )

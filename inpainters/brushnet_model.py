@@ -27,6 +27,7 @@ from diffusers.models.unets.unet_2d_blocks import get_down_block, get_mid_block,
 from safetensors.torch import load_file
 from torch import nn
 
+from brgen_build.model_checks import describe_state_dict_mismatch
 from inpainters.base import MethodError
 
 WEIGHT_FILE = "diffusion_pytorch_model.safetensors"
@@ -237,15 +238,11 @@ def load_brushnet(folder: Path, dtype: torch.dtype, config: dict | None = None) 
     except ValueError as error:
         raise MethodError(f"BrushNet checkpoint {folder}: {error}") from None
     state = load_file(weights)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(name for name in set(expected) & set(state) if tuple(expected[name].shape) != tuple(state[name].shape))
-    if missing or unexpected or wrong_shape:
+    mismatch = describe_state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
         raise MethodError(
-            f"BrushNet checkpoint {weights} does not match its config: {len(missing)} missing parameters {missing[:3]}, "
-            f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong_shape)} of another shape {wrong_shape[:3]}; "
-            "check that config.json belongs to this checkpoint (SD 1.5 and SDXL checkpoints differ)"
+            f"BrushNet checkpoint {weights} does not match its config: {mismatch}. "
+            "Check that config.json belongs to this checkpoint (SD 1.5 and SDXL checkpoints differ)"
         )
     model.load_state_dict({name: tensor.to(dtype) for name, tensor in state.items()}, assign=True)
     return model.eval()

@@ -23,10 +23,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from brgen_build.model_checks import describe_state_dict_mismatch
 from inpainters.base import InpaintRequest, InpaintResult, MethodError, WeightFileInpainter
 from inpainters.common import binarize_mask, pad_to_square
 from inpainters.mat_arch import MATConfig, MATGenerator, RandomSource
-from inpainters.weights import checkpoint_record, load_state_dict
+from inpainters.weights import checkpoint_record, component, load_state_dict
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 NOISE_MODES = ("const", "random", "none")
@@ -59,13 +60,14 @@ class MAT(WeightFileInpainter):
         config = replace(self.config, use_noise=use_noise)
         with torch.device("meta"):
             model = MATGenerator(config)
-        try:
-            model.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as error:
+        mismatch = describe_state_dict_mismatch(model.state_dict(), state)
+        if mismatch:
+            official = component(self.name, self.weights_component).file
             raise MethodError(
                 f"mat: {self.weights_path} is not a state dict of MAT's {config.img_resolution}x{config.img_resolution} "
-                f"generator ({_first_lines(str(error))}); fetch the official file with `brgen weights fetch mat`"
-            ) from None
+                f"generator: {mismatch}. Pass the official {official} (`brgen weights fetch mat` downloads it)"
+            )
+        model.load_state_dict(state, strict=True, assign=True)
         self.model = model.to(device=self.device, dtype=DTYPES[self.params["dtype"]]).eval()
         self._checkpoint = {**checkpoint_record(self.name, self.weights_component, self.weights_path), "noise_inputs": use_noise}
 
@@ -109,7 +111,3 @@ class MAT(WeightFileInpainter):
         mode = self.params["noise_mode"]
         return "random" if mode == "const" and side != self.config.img_resolution else mode
 
-
-def _first_lines(text: str, count: int = 3) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " ".join(lines[:count]) + (" ..." if len(lines) > count else "")

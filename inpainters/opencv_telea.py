@@ -6,10 +6,14 @@ sample and the tests use. Release token: `OpenCVTelea`.
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 
 from inpainters.base import Inpainter, InpaintRequest, InpaintResult, MethodError
 from inpainters.common import binarize_mask
+
+logger = logging.getLogger(__name__)
 
 
 class OpenCVTelea(Inpainter):
@@ -18,7 +22,12 @@ class OpenCVTelea(Inpainter):
     parameters = {"radius": 3}
 
     def __init__(self, params=None, device="auto"):
-        super().__init__(params, device="cpu")
+        super().__init__(params, device)
+        # The device is still validated above, so that a typo such as `gpu` fails here as for every method.
+        requested = (params or {}).get("device", device)
+        if self.device != "cpu" and requested != "auto":
+            logger.warning("opencv-telea runs on the CPU only; ignoring device %s", requested)
+        self.device = "cpu"
         radius = self.params["radius"]
         if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
             raise MethodError(f"opencv-telea: radius must be a positive integer (pixels), got {radius!r}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brgen_build.model_checks import describe_state_dict_mismatch
 from inpainters.base import MethodError
 from inpainters.brushnet import load_base_pipeline, prepare_base
 from inpainters.brushnet_model import config_from_unet, load_brushnet
@@ -208,9 +209,12 @@ def load_task_text_encoder(base_folder: Path, checkpoint: Path):
     prefix = "text_model." if any(key.startswith("text_model.") for key in encoder.state_dict()) else ""
     state = convert_text_encoder_state(torch.load(checkpoint, map_location="cpu", weights_only=True), vocabulary, checkpoint, prefix)
     encoder.resize_token_embeddings(vocabulary + len(task_token_names()), mean_resizing=False)
+    # Parameters missing from the checkpoint keep the base model's values, so only the ones it has are compared.
+    expected = {name: tensor for name, tensor in encoder.state_dict().items() if name in state}
+    mismatch = describe_state_dict_mismatch(expected, state)
+    if mismatch:
+        raise MethodError(f"powerpaint: {checkpoint} does not fit the CLIP text encoder of {base_folder}: {mismatch}. Check that it is PowerPaint v2's text encoder")
     result = encoder.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise MethodError(f"powerpaint: {checkpoint} has parameters the CLIP text encoder lacks: {result.unexpected_keys[:5]}; check that it is PowerPaint v2's text encoder")
     if result.missing_keys:
         logger.warning("powerpaint: %d text-encoder parameters are not in %s and come from %s: %s", len(result.missing_keys), checkpoint, base_folder, result.missing_keys[:5])
     return tokenizer, encoder.eval()

@@ -2,10 +2,10 @@
 
 `manifests/weights.yaml` lists every component of every method: its source (a URL, a Hugging Face
 repository, or a page to download from by hand), the hash the upstream publishes, its licence and origin.
-A method gets a component's local path from `resolve(method, component, explicit)`, which looks, in
-order, at the explicit path (the recipe's or the command line's `weights`), at the component's environment
-variable, and in the weights folder (`weights_dir()`). When none holds it, `MissingWeightsError` names the
-file, where it comes from and the `brgen weights fetch` command.
+A method gets a component's local path from `resolve(method, component, explicit)`, which takes the first
+that is set of: the explicit path (the recipe's or the command line's `weights`), the component's environment
+variable, and the weights folder (`weights_dir()`). When the component is not at that path,
+`MissingWeightsError` names the file, where it comes from and what to do.
 
 Nothing here downloads; `inpainters.fetch` does, and only `brgen weights fetch` calls it.
 """
@@ -31,10 +31,12 @@ logger = logging.getLogger(__name__)
 
 # Written by `brgen weights fetch` into each Hugging Face download folder: the commit and the file hashes.
 FETCH_RECORD = ".brgen-fetch.json"
+# The label `locate` gives a path in the weights folder, used when no parameter or environment variable is set.
+WEIGHTS_FOLDER = "the weights folder"
 
 _COMPONENT_KEYS = {
     "description", "url", "file", "md5", "sha256", "repo", "revision", "allow_patterns", "subfolder",
-    "manual", "path", "required", "size", "licence", "origin", "env", "optional",
+    "manual", "path", "required", "size", "licence", "origin", "env", "optional", "file_patterns",
 }
 
 
@@ -69,6 +71,7 @@ class Component:
     size: int | None = None
     env: str | None = None
     optional: bool = False
+    file_patterns: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
@@ -86,13 +89,22 @@ class Component:
             return "md5", self.md5
         return None
 
+    @property
+    def single_file(self) -> bool:
+        """Whether the component is one file (`file`) rather than a folder with `required` files."""
+        return self.file is not None
+
     def download_path(self, root: Path) -> Path:
-        """Return the path `brgen weights fetch` writes this component to: the file, or the folder of a download."""
+        """Return the path `brgen weights fetch` writes this component to: the file, or the folder of a download.
+
+        A Hub component goes to `hub/<repo>` unless it names a `path`. A manual one goes to `path`, or to
+        `path/file` when it is a single file.
+        """
         if self.source == "url":
             return root / self.method / self.file
         if self.source == "hub":
-            return root / "hub" / self.repo
-        return root / self.path
+            return root / (self.path or f"hub/{self.repo}")
+        return root / self.path / self.file if self.single_file else root / self.path
 
     def default_path(self, root: Path) -> Path:
         """Return the path a method loads when nothing overrides it: the file, or the folder with `required` files."""
@@ -113,9 +125,15 @@ class Component:
         return f"{command} --component {self.name}" if self.optional else command
 
     def missing_files(self, path: Path) -> list[str]:
-        """Return the `required` patterns with no match under `path`, or [file name] when a file component is absent."""
-        if self.source == "url":
+        """Return the `required` patterns with no match under `path`, or [file name] when a file component is absent.
+
+        A file whose name matches `file_patterns` stands for the whole folder (an original weight file that
+        the loading code converts).
+        """
+        if self.single_file:
             return [] if path.is_file() else [self.file]
+        if path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in self.file_patterns):
+            return []
         if not path.is_dir():
             return list(self.required) or [path.name]
         return [pattern for pattern in self.required if not any(path.glob(pattern))]
@@ -167,10 +185,12 @@ def _parse_component(path: Path, method: str, name: str, fields) -> Component:
         raise RegistryError(f"{where} needs exactly one of `url`, `repo` or `manual`, got {sources or 'none'}")
     if fields.get("url") and not fields.get("file"):
         raise RegistryError(f"{where} has a `url` but no `file` name")
+    if fields.get("repo") and fields.get("file"):
+        raise RegistryError(f"{where} has a `repo` and a `file`; a Hub component is a folder, so list its files under `required`")
     if fields.get("manual") and not fields.get("path"):
         raise RegistryError(f"{where} has a `manual` source but no `path` to put the files")
     values = dict(fields)
-    for key in ("allow_patterns", "required"):
+    for key in ("allow_patterns", "required", "file_patterns"):
         values[key] = tuple(values.get(key) or ())
     return Component(method=method, name=name, **values)
 
@@ -192,13 +212,33 @@ def locate(entry: Component, explicit: str | os.PathLike | None = None, paramete
     """Return the one path where a component is looked for, and what chose that path.
 
     The explicit path (the recipe's or the command line's `parameter`, `weights` by default) wins, then the
-    component's environment variable, then the weights folder.
+    component's environment variable, then the weights folder. The second value is `$VARIABLE`,
+    WEIGHTS_FOLDER, or a phrase that names the parameter.
     """
     if explicit:
         return Path(explicit).expanduser(), f"the `{parameter}` parameter"
     if entry.env and os.environ.get(entry.env):
         return Path(os.environ[entry.env]).expanduser(), f"${entry.env}"
-    return entry.default_path(weights_dir()), "the weights folder"
+    return entry.default_path(weights_dir()), WEIGHTS_FOLDER
+
+
+def missing_advice(entry: Component, found_by: str) -> str:
+    """Return what to do about a component that is missing at the path that `found_by` (from `locate`) chose.
+
+    `brgen weights fetch` only writes into the weights folder, so for a path from a variable or a parameter
+    the advice is to correct that path or drop it, and then to get the component into the folder.
+    """
+    root = weights_dir()
+    if entry.source == "manual":
+        obtain = f"download it by hand from {entry.manual} into {entry.default_path(root)}"
+    else:
+        obtain = f"fetch it with `{entry.fetch_command()}`"
+    if found_by == WEIGHTS_FOLDER:
+        return obtain
+    if found_by.startswith("$"):
+        return f"correct {found_by} or unset it, so that the weights folder {root} is used ({obtain})"
+    fallback = f"${entry.env} or the weights folder" if entry.env else "the weights folder"
+    return f"correct that path, or leave it out to use {fallback} {root} ({obtain})"
 
 
 def resolve(method: str, name: str, explicit: str | os.PathLike | None = None, parameter: str = "weights") -> Path:
@@ -215,11 +255,13 @@ def resolve(method: str, name: str, explicit: str | os.PathLike | None = None, p
     missing = entry.missing_files(path)
     if not missing:
         return path
-    overrides = "pass --weights PATH" + (f" or set {entry.env}=PATH" if entry.env else "")
+    advice = missing_advice(entry, label)
+    if label == WEIGHTS_FOLDER:
+        given = "pass --weights PATH" if parameter == "weights" else f"set `{parameter}` in the recipe"
+        advice += f" (into {weights_dir()}), or {given}" + (f" or set {entry.env}=PATH" if entry.env else "")
     raise MissingWeightsError(
         f"{method}: weight file {', '.join(missing)} not found at {path} (from {label}). "
-        f"It is the {entry.description}, from {entry.where_from()}. "
-        f"Fetch it with `{entry.fetch_command()}` (into {weights_dir()}), or {overrides}"
+        f"It is the {entry.description}, from {entry.where_from()}. {advice[0].upper()}{advice[1:]}"
     )
 
 

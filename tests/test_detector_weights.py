@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from transformers import SegformerForImageClassification, SegformerModel
 
 from detector.config import encoder_config, mit_config
 from detector.errors import DetectorError
-from detector.noise_extractor import DnCNN, read_noiseprint
+from detector.checkpoint import load_model
+from detector.noise_extractor import DnCNN, load_layers, read_noiseprint
 from detector.pretrained import build_pretrained_model, load_state_file, read_mit
 from detector_helpers import save_tiny_mit_folders, save_tiny_noiseprint
 
@@ -100,7 +102,7 @@ def test_noiseprint_with_one_layer_rejected(tmp_path):
 
 
 def test_missing_mit_folder_explains_download(tmp_path):
-    with pytest.raises(DetectorError, match="huggingface-cli download nvidia/mit-b0"):
+    with pytest.raises(DetectorError, match="hf download nvidia/mit-b0 --local-dir"):
         read_mit(tmp_path / "absent", "b0")
 
 
@@ -137,3 +139,42 @@ def test_pickled_checkpoint_explained(tmp_path):
     torch.save({"model": {}, "args": Namespace(lr=1.0)}, path)
     with pytest.raises(DetectorError, match="weights_only=False"):
         load_state_file(path)
+
+
+def many_wrong_tensors(count: int = 300) -> dict[str, torch.Tensor]:
+    return {f"decoder.block{index}.weight": torch.zeros(1) for index in range(count)}
+
+
+def test_wrong_mit_file_gives_short_message(tmp_path, weights):
+    path = tmp_path / "mit_b0.pth"
+    torch.save(many_wrong_tensors(), path)
+    # A weight file carries no config, so both branches get the full-size shapes, which line up.
+    with pytest.raises(DetectorError) as raised:
+        build_pretrained_model(path, path, weights[2], image_size=64)
+    message = str(raised.value)
+    assert f"noise branch (MiT-b0): {path} does not fit:" in message
+    assert "300 unexpected keys (first 5: decoder.block0.weight; " in message
+    assert len(message) < 1500
+
+
+def test_wrong_noiseprint_layers_give_short_message(tmp_path):
+    layers = {**DnCNN(depth=3, features=8).layers.state_dict(), **many_wrong_tensors()}
+    with pytest.raises(DetectorError) as raised:
+        load_layers(DnCNN(depth=3, features=8), layers, tmp_path / "noiseprint.pth")
+    message = str(raised.value)
+    assert "300 unexpected keys (first 5: " in message
+    assert len(message) < 1000
+
+
+def test_wrong_checkpoint_gives_short_message(tmp_path, built):
+    model, _ = built
+    folder = tmp_path / "epoch-0001"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
+    save_file(many_wrong_tensors(), folder / "model.safetensors")
+    with pytest.raises(DetectorError) as raised:
+        load_model(folder)
+    message = str(raised.value)
+    assert f"{len(model.state_dict())} missing keys (first 5: noise_extractor.layers.0.weight; " in message
+    assert "300 unexpected keys" in message
+    assert len(message) < 1500

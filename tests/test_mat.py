@@ -155,6 +155,20 @@ def test_state_dict_of_another_model_is_rejected(tmp_path, tiny_mat):
         loaded_mat(damaged)
 
 
+def test_state_dict_of_other_model_gives_short_message(tmp_path, tiny_mat):
+    expected_keys = len(torch.load(tiny_mat, weights_only=True))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({f"encoder.layer{index}.weight": torch.zeros(2) for index in range(40)}, wrong)
+    with pytest.raises(MethodError) as raised:
+        loaded_mat(wrong)
+    message = str(raised.value)
+    assert f"mat: {wrong} is not a state dict of MAT's 64x64 generator" in message
+    assert f"{expected_keys} missing keys (first 5: " in message
+    assert "40 unexpected keys (first 5: encoder.layer0.weight; " in message
+    assert "brgen weights fetch mat" in message
+    assert len(message) < 1000
+
+
 class NotAStateDict:
     pass
 

@@ -167,6 +167,7 @@ def test_clip_score_missing_folder_fails(tmp_path, monkeypatch):
     message = str(error.value)
     assert f"{tmp_path / 'clip-score'} (from $BRGEN_WEIGHTS_DIR: not a folder)" in message
     assert "openai/clip-vit-large-patch14" in message
+    assert "`hf download openai/clip-vit-large-patch14 --local-dir FOLDER`" in message
 
 
 @pytest.mark.parametrize("backbone", ["dino", "clip"])

@@ -1,6 +1,7 @@
 """SDXL, BrushNet and PowerPaint through their real loading and inference code, on tiny random weights."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,6 +152,22 @@ def test_task_tokens_are_added_tokens(weights):
     assert ids == list(range(first + 20, first + 30))
     encoder_rows = inpainter.pipeline.text_encoder.get_input_embeddings().weight.shape[0]
     assert encoder_rows == len(tokenizer)
+
+
+def test_powerpaint_text_encoder_mismatch_is_counted(weights, tmp_path):
+    from inpainters.powerpaint import load_task_text_encoder
+
+    folder = Path(weights["powerpaint"]["weights"])
+    state = torch.load(folder / "PowerPaint_Brushnet" / "pytorch_model.bin", weights_only=True)
+    state.update({f"unet.block{index}.weight": torch.zeros(1) for index in range(300)})
+    checkpoint = tmp_path / "pytorch_model.bin"
+    torch.save(state, checkpoint)
+    with pytest.raises(MethodError) as raised:
+        load_task_text_encoder(folder / "realisticVisionV60B1_v51VAE", checkpoint)
+    message = str(raised.value)
+    assert f"powerpaint: {checkpoint} does not fit the CLIP text encoder" in message
+    assert "300 unexpected keys (first 5: unet.block0.weight; " in message
+    assert len(message) < 1000
 
 
 def test_powerpaint_records_task_prompts(weights):

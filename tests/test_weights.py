@@ -159,12 +159,56 @@ def test_list_shows_missing_and_present(capsys):
     assert f"generator      present  {target}" in after
 
 
+def test_list_tells_to_fix_variable_not_fetch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRGEN_LAMA_WEIGHTS", str(tmp_path / "nope.pt"))
+    assert run_cli("weights", "list", "lama") == 0
+    output = capsys.readouterr().out
+    assert f"generator      missing  {tmp_path / 'nope.pt'}" in output
+    assert "correct $BRGEN_LAMA_WEIGHTS or unset it" in output
+    assert "missing: big-lama.pt; fetch it with" not in output
+
+
+def test_missing_file_from_variable_names_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRGEN_LAMA_WEIGHTS", str(tmp_path / "nope.pt"))
+    with pytest.raises(MissingWeightsError) as raised:
+        resolve("lama", "generator")
+    message = str(raised.value)
+    assert f"not found at {tmp_path / 'nope.pt'} (from $BRGEN_LAMA_WEIGHTS)" in message
+    assert "Correct $BRGEN_LAMA_WEIGHTS or unset it" in message
+    assert "or set BRGEN_LAMA_WEIGHTS=PATH" not in message
+
+
+def test_missing_explicit_file_says_to_correct_path(tmp_path):
+    with pytest.raises(MissingWeightsError) as raised:
+        resolve("lama", "generator", tmp_path / "typo.pt")
+    message = str(raised.value)
+    assert "Correct that path, or leave it out to use $BRGEN_LAMA_WEIGHTS or the weights folder" in message
+
+
 def test_list_json_has_one_object_per_component(capsys):
     assert run_cli("weights", "list", "--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     components = {(row["method"], row["component"]) for row in rows}
     assert ("brushnet", "brushnet_sdxl") in components
     assert len(rows) == sum(len(entries) for entries in load_registry().values())
+
+
+def test_list_json_names_environment_variables(capsys):
+    assert run_cli("weights", "list", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    variables = {(row["method"], row["component"]): row["env"] for row in rows}
+    assert variables[("lama", "generator")] == "BRGEN_LAMA_WEIGHTS"
+    assert variables[("mat", "generator")] == "BRGEN_MAT_WEIGHTS"
+    assert variables[("brushnet", "base_sdxl")] == "BRGEN_BRUSHNET_SDXL_BASE"
+    assert all(variables.values())
+
+
+def test_docs_name_every_variable_list_shows(capsys):
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "weights.md").read_text()
+    assert run_cli("weights", "list", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for row in rows:
+        assert f"| `{row['method']}` | `{row['component']}` | `{row['env']}` |" in docs
 
 
 def test_check_reports_wrong_file_and_fails(capsys):
@@ -254,6 +298,16 @@ def test_fetch_and_check_commands(test_registry, capsys):
     assert f"testgan.generator: present {target}" in output
     assert f"testgan.generator: ok ({target})" in output
     assert server.ranges == [None]
+
+
+def test_fetch_warns_when_variable_overrides_folder(test_registry, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRGEN_TESTGAN_WEIGHTS", str(tmp_path / "elsewhere.bin"))
+    with WeightServer() as server:
+        test_registry(server.url)
+        assert run_cli("weights", "fetch", "testgan", "--no-progress") == 0
+    error = capsys.readouterr().err
+    assert f"$BRGEN_TESTGAN_WEIGHTS is set to {tmp_path / 'elsewhere.bin'}" in error
+    assert "unset it to use the fetched file" in error
 
 
 # Hugging Face downloads, with stand-ins for the Hub.
@@ -356,3 +410,64 @@ def test_hub_component_without_record_is_unverified():
     assert weights.verify(entry, folder).status == "unverified"
     shutil.rmtree(folder)
     assert weights.verify(entry, folder).status == "missing"
+
+
+# NFA-ViT's initial weights: two Hub repositories fetched into the weights folder, and a file downloaded by hand.
+
+
+def test_registry_lists_nfa_vit_components():
+    entries = load_registry()["nfa-vit"]
+    assert entries["mit_b0"].repo == "nvidia/mit-b0"
+    assert entries["mit_b2"].repo == "nvidia/mit-b2"
+    assert entries["noiseprint"].source == "manual"
+    assert entries["noiseprint"].manual.startswith("https://github.com/grip-unina/TruFor/")
+    assert "non-profit" in entries["noiseprint"].licence
+
+
+def test_nfa_vit_defaults_are_in_weights_folder():
+    root = Path(os.environ["BRGEN_WEIGHTS_DIR"])
+    entries = load_registry()["nfa-vit"]
+    assert entries["mit_b0"].default_path(root) == root / "nfa-vit" / "mit-b0"
+    assert entries["mit_b2"].default_path(root) == root / "nfa-vit" / "mit-b2"
+    assert entries["noiseprint"].default_path(root) == root / "nfa-vit" / "noiseprint++.th"
+
+
+def test_hub_component_with_path_fetches_there():
+    hub = FakeHub()
+    root = Path(os.environ["BRGEN_WEIGHTS_DIR"])
+    entry = dataclasses.replace(hub_component(), path="nfa-vit/tiny")
+    result = fetch_hub(entry, root, api=hub, snapshot_download=hub.snapshot_download)
+    assert result.path == root / "nfa-vit" / "tiny"
+    assert (root / "nfa-vit" / "tiny" / "model_index.json").is_file()
+    assert weights.verify(entry, result.path).status == "ok"
+
+
+def test_list_and_check_single_file_manual_component(capsys):
+    target = Path(os.environ["BRGEN_WEIGHTS_DIR"]) / "nfa-vit" / "noiseprint++.th"
+    assert run_cli("weights", "list", "nfa-vit") == 0
+    before = capsys.readouterr().out
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"layers")
+    assert run_cli("weights", "list", "nfa-vit") == 0
+    after = capsys.readouterr().out
+    assert run_cli("weights", "check", "nfa-vit") == 1
+    checked = capsys.readouterr().out
+    assert "missing: noiseprint++.th; download it by hand from https://github.com/grip-unina/TruFor/" in before
+    assert f"noiseprint     present  {target}" in after
+    assert f"nfa-vit.noiseprint: unverified ({target})" in checked
+
+
+def test_fetch_names_page_and_target_of_manual_file(capsys):
+    assert run_cli("weights", "fetch", "nfa-vit", "--component", "noiseprint") == 1
+    error = capsys.readouterr().err
+    target = Path(os.environ["BRGEN_WEIGHTS_DIR"]) / "nfa-vit" / "noiseprint++.th"
+    assert "nfa-vit.noiseprint: no direct download. Get " in error
+    assert f"save it as {target}" in error
+
+
+def test_mit_variable_may_name_original_weight_file(tmp_path, monkeypatch, capsys):
+    original = tmp_path / "mit_b0.pth"
+    original.write_bytes(b"weights")
+    monkeypatch.setenv("BRGEN_MIT_B0", str(original))
+    assert run_cli("weights", "list", "nfa-vit") == 0
+    assert f"mit_b0         present  {original}" in capsys.readouterr().out

@@ -67,7 +67,7 @@ class Scorer(ABC):
         self.params = {**self.parameters, "crop": self.default_crop, **params}
         if self.params["crop"] not in CROPS:
             raise ScorerError(f"{self.name}: crop must be one of {', '.join(CROPS)}, got {self.params['crop']!r}")
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, ScorerError, self.name)
 
     @property
     def crop(self) -> str:

@@ -241,7 +241,10 @@ class Brisque(Scorer):
     parameters = {"weights": None}
 
     def __init__(self, params=None, device="auto"):
-        super().__init__(params, device="cpu")
+        # The device is validated like every scorer's, but BRISQUE always runs on the CPU: the device
+        # setting of the filter applies to the other scorers.
+        super().__init__(params, device)
+        self.device = "cpu"
         self.folder: Path | None = None
         self.model: BrisqueModel | None = None
 

@@ -22,7 +22,7 @@ from inpainters.quality.weights import locate_weight_folder
 
 WEIGHTS_ORIGIN = (
     "the Hugging Face Hub repository openai/clip-vit-large-patch14 (or another CLIP model); "
-    "`huggingface-cli download openai/clip-vit-large-patch14 --local-dir FOLDER` copies it"
+    "`hf download openai/clip-vit-large-patch14 --local-dir FOLDER` copies it"
 )
 
 

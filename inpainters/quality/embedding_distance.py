@@ -24,7 +24,7 @@ from inpainters.quality.weights import locate_weight_folder
 
 WEIGHTS_ORIGIN = (
     "the Hugging Face Hub repository facebook/dino-vitb16 (or another CLIP, DINO or DINOv2 model); "
-    "`huggingface-cli download facebook/dino-vitb16 --local-dir FOLDER` copies it"
+    "`hf download facebook/dino-vitb16 --local-dir FOLDER` copies it"
 )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brgen_build.errors import BrgenError
+from brgen_build.model_checks import check_device
 from mask_gen.coco import ImageAnnotations, Segment
 from mask_gen.panoptic import encode
 from mask_gen.segmenters.spec import SegmenterSpec
@@ -19,11 +21,11 @@ def resolve_device(spec: SegmenterSpec) -> tuple[torch.device, torch.dtype]:
     """Turn the spec's device (`auto` picks CUDA when visible) and dtype into torch objects.
 
     float16 and bfloat16 apply on CUDA only: on CPU the model runs in float32.
+
+    Raises:
+        BrgenError: the device is invalid or not available to this process.
     """
-    name = spec.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = torch.device(check_device(spec.device, BrgenError, "masks"))
     dtype = DTYPES[spec.dtype] if device.type == "cuda" else torch.float32
     return device, dtype
 
