@@ -308,7 +308,7 @@ class RunLogs:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                logger.info("tensorboard is not installed; logging to CSV only (pip install tensorboard)")
+                logger.info("tensorboard is not installed; logging to CSV only (pip install tensorboard, or pip install -e '.[tensorboard]' in a clone of brgen)")
             else:
                 self.writer = SummaryWriter(str(folder / "tensorboard"))
 
