@@ -94,7 +94,7 @@ class DatasetRoot:
 
         The recipe comes from `recipe_path`, from `given` (already loaded), or from `<root>/recipe.yaml`.
         Once frozen, a recipe may change only in runtime keys (paths, devices, batch sizes) and by adding
-        methods or a filter section; such a change is written to `<root>/recipe.yaml`. Any other change,
+        methods or a filter section. Such a change is written to `<root>/recipe.yaml`. Any other change,
         passed with --recipe or made by editing `<root>/recipe.yaml`, raises BrgenError naming the keys.
         Without `update`, an accepted hand edit is checked but not recorded, so read-only commands write nothing.
         """
