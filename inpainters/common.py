@@ -44,6 +44,36 @@ def pad_to_square(array: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[i
     return np.pad(array, padding, mode="reflect"), (height, width)
 
 
+
+def pad_batch(method: str, masks_and_images: list[tuple[np.ndarray, np.ndarray]], pad) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], list[int]]:
+    """Binarize each mask, pad each image and hole with `pad`, and stack them into one batch.
+
+    Args:
+        method: the method's name, for the error message.
+        masks_and_images: (mask HxW uint8, image HxWx3 uint8) per request.
+        pad: `pad_to_multiple` or `pad_to_square` with its size multiple bound.
+
+    Returns:
+        Images [B,H,W,3] uint8, holes [B,H,W] bool, each request's original (height, width), and each mask's
+        count of values that were neither 0 nor 255.
+
+    Raises:
+        ValueError: the padded sizes differ, so the requests cannot share a batch.
+    """
+    images, holes, sizes, off_counts = [], [], [], []
+    for mask, image in masks_and_images:
+        hole, off_values = binarize_mask(mask)
+        padded, size = pad(image)
+        images.append(padded)
+        holes.append(pad(hole)[0])
+        sizes.append(size)
+        off_counts.append(off_values)
+
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"{method}: a batch must share one padded size, got {sorted(shapes)}")
+    return np.stack(images), np.stack(holes), sizes, off_counts
+
 def paste_back(real: np.ndarray, generated: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Take generated pixels inside the hole and real pixels everywhere else (a hard paste, no feathering)."""
     if generated.shape != real.shape:

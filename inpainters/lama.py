@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from inpainters.base import InpaintRequest, InpaintResult, WeightFileInpainter
-from inpainters.common import binarize_mask, pad_to_multiple
+from inpainters.common import pad_batch, pad_to_multiple
 from inpainters.weights import checkpoint_record, load_torchscript
 
 
@@ -33,26 +33,17 @@ class LaMa(WeightFileInpainter):
 
     @torch.inference_mode()
     def inpaint(self, requests: list[InpaintRequest]) -> list[InpaintResult]:
-        images, masks, sizes = [], [], []
-        for request in requests:
-            hole, off_values = binarize_mask(request.mask)
-            image, size = pad_to_multiple(request.image, self.size_multiple)
-            hole, _ = pad_to_multiple(hole, self.size_multiple)
-            images.append(image)
-            masks.append(hole)
-            sizes.append((size, off_values))
-
-        shapes = {image.shape for image in images}
-        if len(shapes) != 1:
-            raise ValueError(f"lama: a batch must share one padded size, got {sorted(shapes)}")
-        image_batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        mask_batch = torch.from_numpy(np.stack(masks)).to(self.device)[:, None].float()
+        images, holes, sizes, off_counts = pad_batch(
+            self.name, [(request.mask, request.image) for request in requests], lambda array: pad_to_multiple(array, self.size_multiple)
+        )
+        image_batch = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        mask_batch = torch.from_numpy(holes).to(self.device)[:, None].float()
 
         output = self.model(image_batch, mask_batch)
         output = (output.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
         results = []
-        for generated, ((height, width), off_values) in zip(output, sizes):
+        for generated, (height, width), off_values in zip(output, sizes, off_counts):
             info = {"mask_values_thresholded": off_values} if off_values else {}
             results.append(InpaintResult(np.ascontiguousarray(generated[:height, :width]), info))
         return results

@@ -25,7 +25,7 @@ import torch
 
 from brgen_build.model_checks import describe_state_dict_mismatch
 from inpainters.base import InpaintRequest, InpaintResult, MethodError, WeightFileInpainter
-from inpainters.common import binarize_mask, pad_to_square
+from inpainters.common import pad_batch, pad_to_square
 from inpainters.mat_arch import MATConfig, MATGenerator, RandomSource
 from inpainters.weights import checkpoint_record, component, load_state_dict
 
@@ -76,21 +76,13 @@ class MAT(WeightFileInpainter):
 
     @torch.inference_mode()
     def inpaint(self, requests: list[InpaintRequest]) -> list[InpaintResult]:
-        images, keeps, sizes = [], [], []
-        for request in requests:
-            hole, off_values = binarize_mask(request.mask)
-            image, size = pad_to_square(request.image, self.size_multiple)
-            keep, _ = pad_to_square(~hole, self.size_multiple)
-            images.append(image)
-            keeps.append(keep)
-            sizes.append((size, off_values))
-
-        shapes = {image.shape for image in images}
-        if len(shapes) != 1:
-            raise ValueError(f"mat: a batch must share one padded size, got {sorted(shapes)}")
+        images, holes, sizes, off_counts = pad_batch(
+            self.name, [(request.mask, request.image) for request in requests], lambda array: pad_to_square(array, self.size_multiple)
+        )
         dtype = DTYPES[self.params["dtype"]]
-        image_batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
-        keep_batch = torch.from_numpy(np.stack(keeps)).to(self.device)[:, None].to(dtype)
+        image_batch = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
+        # MAT reads the mask the other way round: 1 = keep. Reflection padding commutes with negation.
+        keep_batch = torch.from_numpy(~holes).to(self.device)[:, None].to(dtype)
 
         side = image_batch.shape[-1]
         noise_mode = self._noise_mode(side)
@@ -98,7 +90,7 @@ class MAT(WeightFileInpainter):
         output = (output.float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
         results = []
-        for generated, ((height, width), off_values) in zip(output, sizes):
+        for generated, (height, width), off_values in zip(output, sizes, off_counts):
             info = {"working_size": [side, side], "noise_mode": noise_mode}
             if off_values:
                 info["mask_values_thresholded"] = off_values
