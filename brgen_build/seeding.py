@@ -64,11 +64,6 @@ def parse_shard(text: str) -> Shard:
     return Shard(int(match.group(1)), int(match.group(2)))
 
 
-def shard_from_environment(environ: Mapping[str, str] | None = None) -> Shard:
-    """Return the shard a launcher assigned, or shard 0/1 when no launcher variables are set."""
-    return detect_shard(environ)[0]
-
-
 def detect_shard(environ: Mapping[str, str] | None = None) -> tuple[Shard, str]:
     """Read the shard a launcher assigned and describe where it came from, for the log.
 

@@ -6,7 +6,7 @@ import yaml
 from brgen_build.errors import BrgenError, RecipeError
 from brgen_build.layout import DatasetRoot
 from brgen_build.recipe import load_recipe
-from brgen_build.seeding import Shard, derive_seed, parse_shard, shard_from_environment
+from brgen_build.seeding import Shard, derive_seed, detect_shard, parse_shard
 from brgen_build.stages.reals import assign_splits, split_sizes
 from conftest import sample_recipe_data, write_recipe
 from conftest import SAMPLE_DIR
@@ -178,9 +178,9 @@ def test_shard_parsing_and_environment():
     assert parse_shard("2/4") == Shard(2, 4)
     with pytest.raises(BrgenError, match="invalid shard"):
         parse_shard("4/4")
-    assert shard_from_environment({"RANK": "1", "WORLD_SIZE": "2"}) == Shard(1, 2)
-    assert shard_from_environment({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "3"}) == Shard(2, 4)
-    assert shard_from_environment({}) == Shard(0, 1)
+    assert detect_shard({"RANK": "1", "WORLD_SIZE": "2"})[0] == Shard(1, 2)
+    assert detect_shard({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "3"})[0] == Shard(2, 4)
+    assert detect_shard({})[0] == Shard(0, 1)
 
 
 def test_seed_depends_only_on_names():
