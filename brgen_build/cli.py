@@ -244,7 +244,7 @@ def quickstart(out: str, no_progress: bool) -> None:
     try:
         recipe = root.load_recipe(given=sample_with_methods(sample, root, list(runnable)), update=True)
     except BrgenError as error:
-        raise BrgenError(f"{root.path} holds a dataset of another recipe; choose another --out ({error})") from None
+        raise BrgenError(f"{root.path} contains a dataset of another recipe; choose another --out ({error})") from None
 
     progress = not no_progress
     _report(run_stage(RealsStage(root, recipe), progress=progress), recipe.failure_budget)

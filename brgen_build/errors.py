@@ -4,7 +4,7 @@
 class BrgenError(Exception):
     """A problem the user can fix: bad input, a missing file, a recipe mistake.
 
-    The message names the file or value and says what to do. The CLI prints it and exits with code 2.
+    The message names the file or value and the fix. The CLI prints it and exits with code 2.
     """
 
 

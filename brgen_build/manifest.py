@@ -142,9 +142,9 @@ def read_manifest_file(path: Path) -> Iterable[dict]:
 
 
 def read_records(stage_dir: Path) -> dict[str, dict]:
-    """The latest record of every item in a stage, merged over all shard files.
+    """Return the latest record of every item in a stage, merged over all shard files.
 
-    Within a file the last line wins; across files the later `finished_at` wins, so a stage re-run with
+    Within a file the last line wins. Across files the later `finished_at` wins, so a stage re-run with
     another shard count still resolves to one record per item.
     """
     records: dict[str, dict] = {}

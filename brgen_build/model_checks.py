@@ -61,10 +61,10 @@ def check_device(device: str, error: type[BrgenError] = BrgenError, context: str
 
 
 def local_rank_gpu(local_rank_text: str, error: type[BrgenError] = BrgenError) -> str:
-    """Return the GPU of a launcher's process: `cuda:<LOCAL_RANK>`, or `cuda:0` when the process sees one GPU.
+    """Return the GPU of a launcher's process: `cuda:<LOCAL_RANK>`, or `cuda:0` when one GPU is visible to it.
 
-    torchrun and `accelerate launch` set LOCAL_RANK for each process of a node. A process that sees a
-    single GPU (CUDA_VISIBLE_DEVICES set per process) uses it whatever its LOCAL_RANK.
+    torchrun and `accelerate launch` set LOCAL_RANK for each process of a node. A process with a single
+    visible GPU (CUDA_VISIBLE_DEVICES set per process) uses it whatever its LOCAL_RANK.
 
     Raises:
         error: LOCAL_RANK is not an integer, or is beyond the GPUs this process sees.

@@ -100,7 +100,7 @@ class Inpainter(ABC):
         return {}
 
     def batch_key(self, height: int, width: int) -> tuple[int, int]:
-        """The size a photo of this size has inside the model; only photos with equal keys share a batch.
+        """Return the size a photo of this size has inside the model. Only photos with equal keys share a batch.
 
         Methods that resize photos to a working size return it, so photos of different sizes can share a batch.
         """
@@ -119,7 +119,7 @@ class WeightFileInpainter(Inpainter):
     """An inpainter whose weights are one file of the weight registry (`manifests/weights.yaml`).
 
     `check` finds the file (the `weights` parameter, the component's environment variable, then the weights
-    folder) or raises MissingWeightsError; subclasses load it in `load` and fill `_checkpoint`.
+    folder) or raises MissingWeightsError. Subclasses load it in `load` and fill `_checkpoint`.
     """
 
     weights_component: ClassVar[str] = "generator"
@@ -144,7 +144,7 @@ def resolve_device(device: str, error: type[BrgenError] = MethodError, context: 
 
     `auto` becomes `cuda` when a GPU is visible, else `cpu`. When a launcher set `LOCAL_RANK` (torchrun,
     `accelerate launch`), `cuda` without an index becomes `cuda:<LOCAL_RANK>`, so each process of a node gets
-    its own GPU; a process that sees a single GPU (CUDA_VISIBLE_DEVICES set per process) uses `cuda:0`.
+    its own GPU. A process with a single visible GPU (CUDA_VISIBLE_DEVICES set per process) uses `cuda:0`.
     Other valid values are returned as given.
 
     Raises:
